@@ -1,0 +1,172 @@
+//! The `slabflow` command: parses the command line, sets up logging, calls the library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use slabflow::pipeline::{self, Overrides, Pipeline, RunError};
+use slabflow::synth::{self, SynthOptions};
+
+#[derive(Parser)]
+#[command(name = "slabflow", version, about = "Streaming, out-of-core processing of CT corpora: NIfTI → Zarr, attention, metrics, ranking")]
+struct Cli {
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline over a corpus.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Corpus root (overrides [input] root).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output directory (overrides [output] dir).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Peak memory limit, e.g. 2GiB (overrides [runtime] memory_limit).
+        #[arg(long)]
+        memory_limit: Option<String>,
+        /// Discard earlier progress in the output directory and start over.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Check a pipeline file and report every problem at once.
+    Validate {
+        pipeline: PathBuf,
+    },
+    /// Write a synthetic corpus (CT phantoms, three models' soft predictions, labels).
+    Synth {
+        /// Corpus directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of cases.
+        #[arg(long, default_value_t = 8)]
+        cases: usize,
+        /// Volume shape in voxels: X Y Z.
+        #[arg(long, num_args = 3, value_names = ["X", "Y", "Z"], default_values_t = [128, 128, 64])]
+        shape: Vec<usize>,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Synthesize a small corpus and run the default pipeline on it.
+    Demo {
+        /// Work directory for the corpus and the outputs.
+        #[arg(long, default_value = "slabflow-demo")]
+        dir: PathBuf,
+        /// Number of cases.
+        #[arg(long, default_value_t = 12)]
+        cases: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { pipeline, input, output, memory_limit, fresh } => {
+            let overrides = Overrides { input, output, memory_limit };
+            let p = match Pipeline::load(&pipeline, &overrides) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if fresh {
+                discard_progress(&p.output.dir)?;
+            }
+            run(&p)
+        }
+        Command::Validate { pipeline } => match Pipeline::load(&pipeline, &Overrides::default()) {
+            Ok(p) => {
+                println!("{}: valid ({} stages)", pipeline.display(), p.stages.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Synth { out, cases, shape, seed } => {
+            let shape = [shape[0], shape[1], shape[2]];
+            anyhow::ensure!(shape.iter().all(|&n| n >= 4), "--shape: every extent must be at least 4");
+            let ids = synth::synth(&SynthOptions { out: out.clone(), cases, shape, seed }).context("writing the synthetic corpus")?;
+            eprintln!("Wrote {} synthetic cases ({}×{}×{}) to {}", ids.len(), shape[0], shape[1], shape[2], out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, cases } => {
+            let corpus = dir.join("corpus");
+            let out = dir.join("out");
+            eprintln!("Synthesizing {cases} cases into {} …", corpus.display());
+            let _ = std::fs::remove_dir_all(&corpus);
+            synth::synth(&SynthOptions { out: corpus.clone(), cases, shape: [96, 96, 48], seed: 1 }).context("writing the demo corpus")?;
+            let file = dir.join("pipeline.toml");
+            std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
+            let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
+            let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
+            discard_progress(&out)?;
+            let code = run(&p)?;
+            eprintln!("Pipeline: {}\nCases (NIfTI-Zarr): {}\nFailures: {}", file.display(), out.join("cases").display(), out.join("failures.csv").display());
+            Ok(code)
+        }
+    }
+}
+
+fn run(p: &Pipeline) -> anyhow::Result<ExitCode> {
+    match pipeline::run(p) {
+        Ok(summary) => {
+            summary.print();
+            Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Err(e @ (RunError::Plan(_) | RunError::Input(_) | RunError::Locked { .. })) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `--fresh`: removes what earlier runs left in `out` (only slabflow's own files).
+fn discard_progress(out: &Path) -> anyhow::Result<()> {
+    for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
+        let path = out.join(name);
+        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! [`VolumeReader`]: the voxel data of one NIfTI file, handed out in z-slabs.
+//!
+//! `.nii` files are memory-mapped (memmap2) and decoded straight from the map; `.nii.gz` files
+//! are streamed through flate2's `MultiGzDecoder` (zlib-rs backend). The `nifti` crate's own
+//! reader uses `GzDecoder`, which stops after the first gzip member, so files written by
+//! parallel compressors (pigz, bgzip) would fail there with `UnexpectedEof`; that is why the
+//! stream is opened here and only the header is delegated.
+//!
+//! Invariant: slabs come out in file order, each exactly `nz` slices, and the reader holds at
+//! most one slab of raw bytes; a file shorter than its header promises is a [`NiftiError::Truncated`]
+//! naming the slice where it ended.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use memmap2::Mmap;
+
+use super::{Header, NiftiError, Voxels};
+
+const GZ_BUFFER: usize = 1 << 18;
+
+enum Source {
+    Mapped(Mmap),
+    Gzip { stream: Box<MultiGzDecoder<BufReader<File>>>, raw: Vec<u8> },
+}
+
+pub struct VolumeReader {
+    path: PathBuf,
+    header: Header,
+    source: Source,
+    /// Next slice to be read.
+    z: usize,
+}
+
+impl VolumeReader {
+    /// Opens `path`, gzip or not (decided by its first bytes, not its name), and validates the
+    /// header. Errors name the file.
+    pub fn open(path: &Path) -> Result<VolumeReader, NiftiError> {
+        Self::open_inner(path).map_err(|e| e.at(path))
+    }
+
+    fn open_inner(path: &Path) -> Result<VolumeReader, NiftiError> {
+        let mut file = File::open(path)?;
+        let mut magic = [0u8; 2];
+        let n = read_up_to(&mut file, &mut magic)?;
+        drop(file);
+        if n == 2 && magic == [0x1f, 0x8b] {
+            let file = File::open(path)?;
+            let mut stream = Box::new(MultiGzDecoder::new(BufReader::with_capacity(GZ_BUFFER, file)));
+            let header = Header::parse(&mut *stream).map_err(gz_error)?;
+            let header_size = match header.version {
+                super::Version::Nifti1 => 348u64,
+                super::Version::Nifti2 => 540,
+            };
+            let skip = header.vox_offset - header_size;
+            let skipped = std::io::copy(&mut (&mut *stream).take(skip), &mut std::io::sink()).map_err(gz_io)?;
+            if skipped != skip {
+                return Err(NiftiError::Truncated(format!(
+                    "the file ends before the voxel data at byte {}",
+                    header.vox_offset
+                )));
+            }
+            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Gzip { stream, raw: Vec::new() }, z: 0 })
+        } else {
+            let file = File::open(path)?;
+            // SAFETY: the map is read-only; slabflow never writes its inputs. A file truncated by
+            // another process while mapped would fault; inputs are not expected to change mid-run.
+            let map = unsafe { Mmap::map(&file)? };
+            let header = Header::parse(&map[..])?;
+            let [_, _, nz] = header.shape();
+            let need = header.vox_offset as u128 + header.slice_bytes() as u128 * nz as u128;
+            if (map.len() as u128) < need {
+                return Err(NiftiError::Truncated(format!(
+                    "the header promises {need} bytes ({} slices of {} bytes from offset {}) but the file has {}",
+                    nz,
+                    header.slice_bytes(),
+                    header.vox_offset,
+                    map.len()
+                )));
+            }
+            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Mapped(map), z: 0 })
+        }
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of slices not yet read.
+    pub fn remaining(&self) -> usize {
+        self.header.shape()[2] - self.z
+    }
+
+    /// Decodes the next `nz` slices into `out` (file type, native byte order, x fastest, then
+    /// y, then z), reusing its allocation.
+    pub fn read_slab(&mut self, nz: usize, out: &mut Voxels) -> Result<(), NiftiError> {
+        assert!(nz <= self.remaining(), "read past the last slice");
+        if out.datatype() != self.header.datatype {
+            *out = Voxels::empty(self.header.datatype);
+        }
+        let slice = self.header.slice_bytes();
+        let endian = self.header.endian;
+        match &mut self.source {
+            Source::Mapped(map) => {
+                let start = self.header.vox_offset as usize + self.z * slice;
+                out.decode_from(&map[start..start + nz * slice], endian);
+            }
+            Source::Gzip { stream, raw } => {
+                raw.resize(nz * slice, 0);
+                let mut filled = 0;
+                while filled < raw.len() {
+                    match stream.read(&mut raw[filled..]) {
+                        Ok(0) => {
+                            let z = self.z + filled / slice;
+                            return Err(NiftiError::Truncated(format!(
+                                "the data ends in slice {z} of {}",
+                                self.header.shape()[2]
+                            ))
+                            .at(&self.path));
+                        }
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(gz_io(e).at(&self.path)),
+                    }
+                }
+                out.decode_from(raw, endian);
+            }
+        }
+        self.z += nz;
+        Ok(())
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// flate2 reports corrupt deflate data as `InvalidInput`/`InvalidData` io errors.
+fn gz_io(e: std::io::Error) -> NiftiError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => NiftiError::Gzip(e.to_string()),
+        std::io::ErrorKind::UnexpectedEof => NiftiError::Truncated("the gzip stream ends early".into()),
+        _ => NiftiError::Io(e),
+    }
+}
+
+fn gz_error(e: NiftiError) -> NiftiError {
+    match e {
+        NiftiError::Io(io) => gz_io(io),
+        // The `nifti` crate flattens io errors into its own type; a corrupt stream shows up there.
+        NiftiError::Header(msg) if msg.contains("deflate") || msg.contains("corrupt") => NiftiError::Gzip(msg),
+        e => e,
+    }
+}

@@ -1,0 +1,73 @@
+//! [`VolumeWriter`]: writes a 3-D NIfTI-1 file slice by slice, `.nii` or `.nii.gz` by name.
+//!
+//! Used by `synth` (corpora of any size without holding a volume) and by exports. Always
+//! little-endian with the data at byte 352.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::{Header, NiftiError, Version};
+
+enum Sink {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+}
+
+pub struct VolumeWriter {
+    path: PathBuf,
+    sink: Sink,
+    slice_bytes: usize,
+    slices_left: usize,
+}
+
+impl VolumeWriter {
+    pub fn create(path: &Path, header: &Header, level: u32) -> Result<VolumeWriter, NiftiError> {
+        let mut h = header.clone();
+        h.version = Version::Nifti1;
+        h.vox_offset = 352;
+        let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| NiftiError::Io(e).at(path))?);
+        let mut sink = if path.extension().is_some_and(|e| e == "gz") {
+            Sink::Gzip(GzEncoder::new(file, Compression::new(level)))
+        } else {
+            Sink::Plain(file)
+        };
+        let mut bytes = h.to_bytes();
+        bytes.extend_from_slice(&[0, 0, 0, 0]); // no extensions
+        write(&mut sink, &bytes).map_err(|e| e.at(path))?;
+        Ok(VolumeWriter {
+            path: path.to_owned(),
+            sink,
+            slice_bytes: h.slice_bytes(),
+            slices_left: h.shape()[2],
+        })
+    }
+
+    /// Appends one z-slice of little-endian bytes (`nx * ny * size`).
+    pub fn write_slice(&mut self, bytes: &[u8]) -> Result<(), NiftiError> {
+        assert_eq!(bytes.len(), self.slice_bytes, "slice of the wrong size");
+        assert!(self.slices_left > 0, "more slices than the header says");
+        self.slices_left -= 1;
+        write(&mut self.sink, bytes).map_err(|e| e.at(&self.path))
+    }
+
+    pub fn finish(self) -> Result<(), NiftiError> {
+        assert_eq!(self.slices_left, 0, "{}: fewer slices than the header says", self.path.display());
+        let r = match self.sink {
+            Sink::Plain(mut f) => f.flush(),
+            Sink::Gzip(g) => g.finish().and_then(|mut f| f.flush()),
+        };
+        r.map_err(|e| NiftiError::Io(e).at(&self.path))
+    }
+}
+
+fn write(sink: &mut Sink, bytes: &[u8]) -> Result<(), NiftiError> {
+    match sink {
+        Sink::Plain(f) => f.write_all(bytes)?,
+        Sink::Gzip(g) => g.write_all(bytes)?,
+    }
+    Ok(())
+}

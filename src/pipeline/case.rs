@@ -1,0 +1,226 @@
+//! One case as a stream of slabs: every volume of the case is read slab-synchronously on a
+//! reader thread and handed over a bounded channel to the writer, which stores each volume's
+//! slab as one Zarr chunk.
+//!
+//! Invariants:
+//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (channel capacity + one being read +
+//!   one being written); buffers are recycled, so a case allocates them once;
+//! - [`case_memory`] is the bound the budget reserves, computed from the headers alone;
+//! - nothing is written before every file of the case has opened and matched the CT's grid.
+
+use std::path::Path;
+
+use crossbeam_channel::bounded;
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::input::{Case, Role, VolumeRef};
+use crate::nifti::{DataType, Header, VolumeReader, Voxels};
+use crate::pipeline::budget::MemoryBudget;
+use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::with_voxels;
+use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
+
+/// Capacity of the reader → writer channel.
+pub const CHANNEL_CAPACITY: usize = 1;
+/// Slab sets alive at once: the channel's, one being filled, one being written.
+pub const SLABS_IN_FLIGHT: usize = CHANNEL_CAPACITY + 2;
+
+/// What a finished case reports.
+#[derive(Debug, Clone, Default)]
+pub struct CaseReport {
+    pub slabs: usize,
+    pub volumes: usize,
+    /// Decoded voxel bytes streamed.
+    pub bytes: u64,
+}
+
+/// Bytes of one volume's slab as decoded.
+fn slab_bytes(h: &Header, depth: usize) -> u64 {
+    let [nx, ny, nz] = h.shape();
+    (nx * ny) as u64 * depth.min(nz) as u64 * h.datatype.size() as u64
+}
+
+/// The memory one case needs while streaming, from its headers: the slab sets in flight, the
+/// gzip readers' raw slab and buffers, and per-write scratch (conversion, padding, zstd output).
+pub fn case_memory(headers: &[Header], depth: usize) -> u64 {
+    let slabs: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
+    let largest = headers.iter().map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8).max().unwrap_or(0);
+    let per_reader = 320 << 10;
+    SLABS_IN_FLIGHT as u64 * slabs + slabs + 3 * largest * rayon::current_num_threads() as u64 + headers.len() as u64 * per_reader
+}
+
+/// How CT values are stored: HU as int16 when every scaled value of the file's type is an
+/// integer that fits, else float32. Decided from the header alone, so it is the same whatever
+/// the data holds and costs no extra pass.
+pub fn ct_storage(h: &Header) -> DataType {
+    if !h.datatype.is_integer() {
+        return DataType::F32;
+    }
+    let (lo, hi) = h.datatype.range();
+    let (s, i) = h.scaling().unwrap_or((1.0, 0.0));
+    let integral = s.fract() == 0.0 && i.fract() == 0.0;
+    let (a, b) = (lo * s + i, hi * s + i);
+    let fits = |v: f64| (i16::MIN as f64..=i16::MAX as f64).contains(&v);
+    if integral && fits(a) && fits(b) { DataType::I16 } else { DataType::F32 }
+}
+
+/// Opens every file of `case` and checks it is on the CT's grid; errors name the file.
+pub fn open_case(case: &Case, p: &Pipeline) -> Result<(Vec<VolumeRef>, Vec<VolumeReader>), String> {
+    let vols = case.volumes(p)?;
+    let mut readers = Vec::with_capacity(vols.len());
+    for v in &vols {
+        let r = VolumeReader::open(&v.path).map_err(|e| e.to_string())?;
+        if let Some(ct) = readers.first().map(|r: &VolumeReader| r.header())
+            && !ct.same_grid(r.header())
+        {
+            return Err(format!(
+                "{}: grid {:?} with affine {:?} differs from the CT's {:?} with affine {:?} ({})",
+                v.path.display(),
+                r.header().shape(),
+                r.header().affine(),
+                ct.shape(),
+                ct.affine(),
+                case.ct.display()
+            ));
+        }
+        readers.push(r);
+    }
+    Ok((vols, readers))
+}
+
+/// One volume's destination and how its values are stored there.
+struct Sink {
+    writer: ImageWriter,
+    /// `Some` for the CT: scale to HU and convert to the stored type.
+    ct_scaling: Option<Option<(f64, f64)>>,
+}
+
+/// Streams `case` into `<out>/cases/<id>.zarr`.
+pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
+    let (vols, mut readers) = open_case(case, p)?;
+    let depth = p.runtime.slab_depth;
+    let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
+    let need = case_memory(&headers, depth);
+    let _reservation = budget.reserve(need).map_err(|avail| {
+        format!(
+            "needs {} to stream slabs of {} slices ({:?} voxels, {} volumes) but memory_limit leaves {}; raise [runtime] memory_limit or lower slab_depth",
+            human_bytes(need),
+            depth,
+            headers[0].shape(),
+            headers.len(),
+            human_bytes(avail)
+        )
+    })?;
+
+    let opts = ZarrOptions { slab_depth: depth, zstd_level: p.output.zstd_level, subchunks: p.output.subchunks };
+    let mut attrs = serde_json::Map::new();
+    attrs.insert(
+        "slabflow".into(),
+        json!({"case_id": case.id, "dataset": case.dataset, "version": env!("CARGO_PKG_VERSION")}),
+    );
+    let store = CaseStore::create(&out_dir.join("cases").join(format!("{}.zarr", case.id)), attrs).map_err(|e| e.to_string())?;
+    let mut sinks = Vec::with_capacity(vols.len());
+    for (v, h) in vols.iter().zip(&headers) {
+        let sink = if v.role == Role::Ct {
+            let stored = ct_storage(h);
+            let header = h.with_stored(stored, true);
+            Sink { writer: store.image(&v.group, &header, stored, -1024.0, &opts).map_err(|e| e.to_string())?, ct_scaling: Some(h.scaling()) }
+        } else {
+            // Predictions and masks keep the file's values and its scaling in the header, as
+            // nifti-zarr does; zarr2nii then returns them unscaled.
+            let header = h.with_stored(h.datatype, false);
+            Sink { writer: store.image(&v.group, &header, h.datatype, 0.0, &opts).map_err(|e| e.to_string())?, ct_scaling: None }
+        };
+        sinks.push(sink);
+    }
+
+    let nz = headers[0].shape()[2];
+    let depth = sinks[0].writer.slab_depth();
+    let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
+    let mut report = CaseReport { volumes: vols.len(), ..Default::default() };
+    std::thread::scope(|s| -> Result<(), String> {
+        let reader = s.spawn(move || -> Result<(), String> {
+            let mut spare = (0..SLABS_IN_FLIGHT).map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>()).collect::<Vec<_>>();
+            for z0 in (0..nz).step_by(depth) {
+                let n = depth.min(nz - z0);
+                let mut bufs = match spare.pop() {
+                    Some(b) => b,
+                    None => match recycle_rx.recv() {
+                        Ok(b) => b,
+                        Err(_) => return Ok(()), // the writer stopped; it reports why
+                    },
+                };
+                for (r, b) in readers.iter_mut().zip(&mut bufs) {
+                    r.read_slab(n, b).map_err(|e| e.to_string())?;
+                }
+                tracing::debug!(case = %case.id, z0, n, "Slab read.");
+                if tx.send((z0, bufs)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        let mut result = Ok(());
+        for (z0, bufs) in rx.iter() {
+            let written: Result<(), String> =
+                sinks.par_iter().zip(&bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
+            if let Err(e) = written {
+                result = Err(e);
+                break;
+            }
+            report.slabs += 1;
+            report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
+            let _ = recycle_tx.send(bufs);
+        }
+        drop(rx);
+        drop(recycle_tx);
+        let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
+        read.and(result)
+    })?;
+    Ok(report)
+}
+
+fn write_volume_slab(sink: &Sink, z0: usize, v: &Voxels) -> Result<(), String> {
+    let w = &sink.writer;
+    let r = match sink.ct_scaling {
+        None => with_voxels!(v, data => w.write_slab(z0, data)),
+        Some(scaling) => match (w.datatype(), v, scaling) {
+            (DataType::I16, Voxels::I16(data), None) => w.write_slab(z0, data),
+            (DataType::I16, _, _) => {
+                let mut out = vec![0i16; v.len()];
+                v.for_each_scaled(scaling, |k, x| out[k] = x as i16);
+                w.write_slab(z0, &out)
+            }
+            _ => {
+                let mut out = vec![0f32; v.len()];
+                v.for_each_scaled(scaling, |k, x| out[k] = x as f32);
+                w.write_slab(z0, &out)
+            }
+        },
+    };
+    r.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(dt: DataType, slope: f64, inter: f64) -> Header {
+        let mut h = Header::new_3d([4, 4, 4], [1.0; 3], [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], dt);
+        h.scl_slope = slope;
+        h.scl_inter = inter;
+        h
+    }
+
+    #[test]
+    fn ct_is_int16_only_when_every_value_is_an_integer_that_fits() {
+        assert_eq!(ct_storage(&header(DataType::I16, 1.0, 0.0)), DataType::I16);
+        assert_eq!(ct_storage(&header(DataType::U8, 1.0, -1024.0)), DataType::I16);
+        assert_eq!(ct_storage(&header(DataType::I16, 0.0, 0.0)), DataType::I16);
+        assert_eq!(ct_storage(&header(DataType::U16, 1.0, -1024.0)), DataType::F32);
+        assert_eq!(ct_storage(&header(DataType::I16, 0.5, 0.0)), DataType::F32);
+        assert_eq!(ct_storage(&header(DataType::F32, 1.0, 0.0)), DataType::F32);
+    }
+}

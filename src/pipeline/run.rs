@@ -1,0 +1,207 @@
+//! Running a pipeline over a corpus: discover cases, plan memory, stream cases on worker
+//! threads, write `failures.csv`, summarise.
+//!
+//! Invariants: a configuration or planning error writes nothing; a case's failure is recorded
+//! and never stops the others; one live run per output directory (an OS file lock, released
+//! when the process dies, so a killed run never leaves it stuck).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::input::{self, Case, InputError};
+use crate::pipeline::budget::MemoryBudget;
+use crate::pipeline::case::{self, CaseReport};
+use crate::pipeline::config::{Pipeline, human_bytes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("output directory {dir} is in use by another slabflow run (lock {lock}); wait for it or use another --output")]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error("{0}")]
+    Plan(String),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub output: PathBuf,
+    pub cases: usize,
+    pub succeeded: usize,
+    pub failures: Vec<(String, String)>,
+    pub elapsed: Duration,
+    pub bytes: u64,
+    pub workers: usize,
+    pub peak_rss: Option<u64>,
+}
+
+impl RunSummary {
+    pub fn print(&self) {
+        let secs = self.elapsed.as_secs_f64();
+        eprintln!(
+            "{} of {} cases succeeded in {:.1} s ({}/s decoded){}; outputs in {}",
+            self.succeeded,
+            self.cases,
+            secs,
+            human_bytes((self.bytes as f64 / secs.max(1e-9)) as u64),
+            self.peak_rss.map(|b| format!(", peak memory {}", human_bytes(b))).unwrap_or_default(),
+            self.output.display()
+        );
+        for (id, err) in self.failures.iter().take(10) {
+            eprintln!("  failed {id}: {err}");
+        }
+        if self.failures.len() > 10 {
+            eprintln!("  … and {} more in failures.csv", self.failures.len() - 10);
+        }
+    }
+}
+
+/// Runs `p` over its corpus.
+pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
+    let cases = input::discover(p)?;
+    let budget = MemoryBudget::new(p.memory_limit);
+
+    // Plan from the first case's headers, before anything is written.
+    let (_, readers) = case::open_case(&cases[0], p).map_err(|e| RunError::Plan(format!("case {}: {e}", cases[0].id)))?;
+    let headers: Vec<_> = readers.iter().map(|r| r.header().clone()).collect();
+    drop(readers);
+    let per_case = case::case_memory(&headers, p.runtime.slab_depth);
+    if per_case > budget.available() {
+        return Err(RunError::Plan(format!(
+            "memory_limit {} is too small: one case ({:?} voxels, {} volumes, slabs of {} slices) needs {} plus {} for the process; raise [runtime] memory_limit (or --memory-limit) or lower [runtime] slab_depth",
+            human_bytes(p.memory_limit),
+            headers[0].shape(),
+            headers.len(),
+            p.runtime.slab_depth,
+            human_bytes(per_case),
+            human_bytes(crate::pipeline::budget::BASE_BYTES),
+        )));
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let wanted = if p.runtime.workers == 0 { cores } else { p.runtime.workers };
+    let workers = wanted.min(cases.len()).min((budget.available() / per_case).max(1) as usize).max(1);
+    tracing::info!(
+        cases = cases.len(),
+        workers,
+        per_case = %human_bytes(per_case),
+        limit = %human_bytes(p.memory_limit),
+        "Plan: {} cases, {} at a time, {} each, under a limit of {}.",
+        cases.len(),
+        workers,
+        human_bytes(per_case),
+        human_bytes(p.memory_limit)
+    );
+
+    let out = &p.output.dir;
+    std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
+    let _lock = lock_output(out)?;
+
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Result<CaseReport, String>)>> = Mutex::new(Vec::new());
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(c) = cases.get(i) else { break };
+                    let t = Instant::now();
+                    let r = run_case(c, p, out, &budget);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    match &r {
+                        Ok(rep) => tracing::info!(case = %c.id, slabs = rep.slabs, secs = t.elapsed().as_secs_f64(), "[{n}/{}] Case finished.", cases.len()),
+                        Err(e) => tracing::warn!(case = %c.id, error = %e, "[{n}/{}] Case failed.", cases.len()),
+                    }
+                    results.lock().unwrap().push((i, r));
+                }
+            });
+        }
+    });
+
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    let mut failures = Vec::new();
+    let mut bytes = 0;
+    for (i, r) in &results {
+        match r {
+            Ok(rep) => bytes += rep.bytes,
+            Err(e) => failures.push((cases[*i].id.clone(), e.clone())),
+        }
+    }
+    write_failures(out, &failures)?;
+    Ok(RunSummary {
+        output: out.clone(),
+        cases: cases.len(),
+        succeeded: cases.len() - failures.len(),
+        failures,
+        elapsed: start.elapsed(),
+        bytes,
+        workers,
+        peak_rss: peak_rss(),
+    })
+}
+
+fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
+    // A panic in one case (a bug) must not take the corpus down with it.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::convert_case(c, p, out, budget)))
+        .unwrap_or_else(|e| {
+            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
+        })
+}
+
+fn lock_output(dir: &Path) -> Result<File, RunError> {
+    let path = dir.join(".slabflow.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::Io { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
+    }
+}
+
+/// Writes `failures.csv` (`case_id,error`, sorted by case id) atomically.
+fn write_failures(out: &Path, failures: &[(String, String)]) -> Result<(), RunError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let io = |e: csv::Error| RunError::Io { path: out.join("failures.csv"), source: e.into() };
+    w.write_record(["case_id", "error"]).map_err(io)?;
+    for (id, e) in failures {
+        w.write_record([id, e]).map_err(io)?;
+    }
+    let bytes = w.into_inner().map_err(|e| io(e.into_error().into()))?;
+    write_atomic(&out.join("failures.csv"), &bytes).map_err(|source| RunError::Io { path: out.join("failures.csv"), source })
+}
+
+/// temp file + fsync + rename: a reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

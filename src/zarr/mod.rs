@@ -1,0 +1,202 @@
+//! Writing cases as Zarr v3 groups of NIfTI-Zarr images (zarrs).
+//!
+//! Layout of one case (`cases/<case_id>.zarr/`): a root group, intermediate groups
+//! (`predictions/<model>/…`), and one image group per volume holding
+//! - attributes `{"ome": {"version": "0.5", "multiscales": [...]}}` with axes z, y, x in mm,
+//! - array `0`, shape `[nz, ny, nx]`, chunks `[slab_depth, ny, nx]` (zstd), `dimension_names`
+//!   `["z","y","x"]`,
+//! - array `nifti`, the binary NIfTI header (348 or 540 bytes, uint8, one uncompressed chunk).
+//!
+//! Invariants: slabs are written as whole chunks (the last one padded with the fill value), so
+//! no chunk is ever read back or touched by two writers; chunks equal to the fill value are not
+//! stored (zarrs' default), so air and empty predictions cost nothing on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use zarrs::array::codec::ZstdCodec;
+use zarrs::array::{Array, ArrayBuilder, Element, data_type};
+use zarrs::filesystem::FilesystemStore;
+use zarrs::group::GroupBuilder;
+
+use crate::nifti::{DataType, Header};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {message}")]
+    Zarr { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How arrays are chunked and compressed.
+#[derive(Debug, Clone)]
+pub struct ZarrOptions {
+    /// Chunk (or shard) depth in slices: one slab.
+    pub slab_depth: usize,
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Sub-chunk shape `[z, y, x]` inside each slab-sized shard; `None` = no sharding.
+    pub subchunks: Option<[u64; 3]>,
+}
+
+/// One case's Zarr group, open for writing.
+pub struct CaseStore {
+    dir: PathBuf,
+    store: Arc<FilesystemStore>,
+}
+
+impl CaseStore {
+    /// Creates `dir` as a new, empty Zarr v3 group, replacing whatever was there (a case caught
+    /// half-way by an earlier run is redone from scratch).
+    pub fn create(dir: &Path, attributes: Map<String, Value>) -> Result<CaseStore, StoreError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        }
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        let store = Arc::new(FilesystemStore::new(dir).map_err(|e| zerr(dir, e))?);
+        let cs = CaseStore { dir: dir.to_owned(), store };
+        cs.group("/", attributes)?;
+        Ok(cs)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn group(&self, path: &str, attributes: Map<String, Value>) -> Result<(), StoreError> {
+        let group = GroupBuilder::new().attributes(attributes).build(self.store.clone(), path).map_err(|e| zerr(&self.dir, e))?;
+        group.store_metadata().map_err(|e| zerr(&self.dir, e))
+    }
+
+    /// Creates the NIfTI-Zarr image group `name` (e.g. `predictions/unet/liver`) for a volume
+    /// on `header`'s grid whose array `0` holds `stored` values; `header` must already describe
+    /// those stored values (type and scaling).
+    pub fn image(&self, name: &str, header: &Header, stored: DataType, fill: f64, opts: &ZarrOptions) -> Result<ImageWriter, StoreError> {
+        // Parent groups first (Zarr v3 has no implicit groups).
+        let mut parent = String::new();
+        for part in name.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+            parent.push('/');
+            parent.push_str(part);
+            if !self.dir.join(&parent[1..]).join("zarr.json").exists() {
+                self.group(&parent, Map::new())?;
+            }
+        }
+        let [nx, ny, nz] = header.shape();
+        let [dx, dy, dz] = header.spacing();
+        let ome = json!({
+            "version": "0.5",
+            "multiscales": [{
+                "name": name,
+                "axes": [
+                    {"name": "z", "type": "space", "unit": "millimeter"},
+                    {"name": "y", "type": "space", "unit": "millimeter"},
+                    {"name": "x", "type": "space", "unit": "millimeter"},
+                ],
+                "datasets": [{
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [dz, dy, dx]}],
+                }],
+            }],
+        });
+        let mut attrs = Map::new();
+        attrs.insert("ome".into(), ome);
+        let group_path = format!("/{name}");
+        self.group(&group_path, attrs)?;
+
+        let depth = opts.slab_depth.min(nz).max(1);
+        let (dt, fillv) = zarr_type(stored, fill);
+        let mut b = ArrayBuilder::new(vec![nz as u64, ny as u64, nx as u64], vec![depth as u64, ny as u64, nx as u64], dt, fillv);
+        b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(opts.zstd_level, false))]);
+        b.dimension_names(Some(["z", "y", "x"]));
+        if let Some(sub) = opts.subchunks {
+            b.subchunk_shape(Some(vec![sub[0].min(depth as u64), sub[1].min(ny as u64), sub[2].min(nx as u64)]));
+        }
+        let array = b.build(self.store.clone(), &format!("{group_path}/0")).map_err(|e| zerr(&self.dir, e))?;
+        array.store_metadata().map_err(|e| zerr(&self.dir, e))?;
+
+        let bytes = header.with_stored(stored, false).to_bytes();
+        let mut hb = ArrayBuilder::new(vec![bytes.len() as u64], vec![bytes.len() as u64], data_type::uint8(), 0u8);
+        hb.dimension_names(Some(["bytes"]));
+        let harray = hb.build(self.store.clone(), &format!("{group_path}/nifti")).map_err(|e| zerr(&self.dir, e))?;
+        harray.store_metadata().map_err(|e| zerr(&self.dir, e))?;
+        harray.store_chunk(&[0], bytes).map_err(|e| zerr(&self.dir, e))?;
+
+        Ok(ImageWriter { dir: self.dir.clone(), array, depth, shape: [nx, ny, nz], stored, fill })
+    }
+}
+
+/// Array `0` of one image, written slab by slab.
+pub struct ImageWriter {
+    dir: PathBuf,
+    array: Array<FilesystemStore>,
+    depth: usize,
+    shape: [usize; 3],
+    stored: DataType,
+    fill: f64,
+}
+
+impl ImageWriter {
+    pub fn slab_depth(&self) -> usize {
+        self.depth
+    }
+
+    pub fn datatype(&self) -> DataType {
+        self.stored
+    }
+
+    /// Writes the slab starting at slice `z0` (a multiple of the slab depth). `data` holds
+    /// `nz * ny * nx` values, `nz` = slab depth except for the last slab; the last chunk is
+    /// padded with the fill value so every write is a whole chunk.
+    pub fn write_slab<T: Element + FromF64>(&self, z0: usize, data: &[T]) -> Result<(), StoreError> {
+        let [nx, ny, nz] = self.shape;
+        assert_eq!(z0 % self.depth, 0, "slab does not start on a chunk boundary");
+        let slice = nx * ny;
+        assert_eq!(data.len() % slice, 0);
+        let chunk = [(z0 / self.depth) as u64, 0, 0];
+        let full = self.depth * slice;
+        let r = if data.len() == full {
+            self.array.store_chunk(&chunk, data)
+        } else {
+            assert!(z0 + data.len() / slice == nz, "only the last slab may be short");
+            let mut padded = Vec::with_capacity(full);
+            padded.extend_from_slice(data);
+            padded.resize(full, T::from_f64(self.fill));
+            self.array.store_chunk(&chunk, padded)
+        };
+        r.map_err(|e| zerr(&self.dir, e))
+    }
+}
+
+/// Converts a fill value to an element type.
+pub trait FromF64: Copy {
+    fn from_f64(v: f64) -> Self;
+}
+
+macro_rules! from_f64 {
+    ($($t:ty),*) => {$(impl FromF64 for $t { fn from_f64(v: f64) -> Self { v as $t } })*};
+}
+from_f64!(u8, i8, i16, u16, i32, u32, i64, f32, f64);
+
+fn zarr_type(dt: DataType, fill: f64) -> (zarrs::array::DataType, zarrs::array::builder::ArrayBuilderFillValue) {
+    match dt {
+        DataType::U8 => (data_type::uint8(), (fill as u8).into()),
+        DataType::I8 => (data_type::int8(), (fill as i8).into()),
+        DataType::I16 => (data_type::int16(), (fill as i16).into()),
+        DataType::U16 => (data_type::uint16(), (fill as u16).into()),
+        DataType::I32 => (data_type::int32(), (fill as i32).into()),
+        DataType::U32 => (data_type::uint32(), (fill as u32).into()),
+        DataType::I64 => (data_type::int64(), (fill as i64).into()),
+        DataType::F32 => (data_type::float32(), (fill as f32).into()),
+        DataType::F64 => (data_type::float64(), fill.into()),
+    }
+}
+
+fn zerr(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Zarr { path: path.to_owned(), message: e.to_string() }
+}
