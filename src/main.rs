@@ -10,7 +10,11 @@ use slabflow::pipeline::{self, Overrides, Pipeline, RunError};
 use slabflow::synth::{self, SynthOptions};
 
 #[derive(Parser)]
-#[command(name = "slabflow", version, about = "Streaming, out-of-core processing of CT corpora: NIfTI → Zarr, attention, metrics, ranking")]
+#[command(
+    name = "slabflow",
+    version,
+    about = "Streaming, out-of-core processing of CT corpora: NIfTI → Zarr, attention, metrics, ranking"
+)]
 struct Cli {
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -39,9 +43,7 @@ enum Command {
         fresh: bool,
     },
     /// Check a pipeline file and report every problem at once.
-    Validate {
-        pipeline: PathBuf,
-    },
+    Validate { pipeline: PathBuf },
     /// Write a synthetic corpus (CT phantoms, three models' soft predictions, labels).
     Synth {
         /// Corpus directory to create.
@@ -75,7 +77,8 @@ fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -93,8 +96,18 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { pipeline, input, output, memory_limit, fresh } => {
-            let overrides = Overrides { input, output, memory_limit };
+        Command::Run {
+            pipeline,
+            input,
+            output,
+            memory_limit,
+            fresh,
+        } => {
+            let overrides = Overrides {
+                input,
+                output,
+                memory_limit,
+            };
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
@@ -117,11 +130,32 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Synth { out, cases, shape, seed } => {
+        Command::Synth {
+            out,
+            cases,
+            shape,
+            seed,
+        } => {
             let shape = [shape[0], shape[1], shape[2]];
-            anyhow::ensure!(shape.iter().all(|&n| n >= 4), "--shape: every extent must be at least 4");
-            let ids = synth::synth(&SynthOptions { out: out.clone(), cases, shape, seed }).context("writing the synthetic corpus")?;
-            eprintln!("Wrote {} synthetic cases ({}×{}×{}) to {}", ids.len(), shape[0], shape[1], shape[2], out.display());
+            anyhow::ensure!(
+                shape.iter().all(|&n| n >= 4),
+                "--shape: every extent must be at least 4"
+            );
+            let ids = synth::synth(&SynthOptions {
+                out: out.clone(),
+                cases,
+                shape,
+                seed,
+            })
+            .context("writing the synthetic corpus")?;
+            eprintln!(
+                "Wrote {} synthetic cases ({}×{}×{}) to {}",
+                ids.len(),
+                shape[0],
+                shape[1],
+                shape[2],
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir, cases } => {
@@ -129,14 +163,31 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let out = dir.join("out");
             eprintln!("Synthesizing {cases} cases into {} …", corpus.display());
             let _ = std::fs::remove_dir_all(&corpus);
-            synth::synth(&SynthOptions { out: corpus.clone(), cases, shape: [96, 96, 48], seed: 1 }).context("writing the demo corpus")?;
+            synth::synth(&SynthOptions {
+                out: corpus.clone(),
+                cases,
+                shape: [96, 96, 48],
+                seed: 1,
+            })
+            .context("writing the demo corpus")?;
             let file = dir.join("pipeline.toml");
-            std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
-            let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
-            let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
+            std::fs::write(&file, slabflow::DEMO_PIPELINE)
+                .with_context(|| format!("writing {}", file.display()))?;
+            let overrides = Overrides {
+                input: Some(corpus),
+                output: Some(out.clone()),
+                memory_limit: None,
+            };
+            let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides)
+                .map_err(anyhow::Error::from)?;
             discard_progress(&out)?;
             let code = run(&p)?;
-            eprintln!("Pipeline: {}\nCases (NIfTI-Zarr): {}\nFailures: {}", file.display(), out.join("cases").display(), out.join("failures.csv").display());
+            eprintln!(
+                "Pipeline: {}\nCases (NIfTI-Zarr): {}\nFailures: {}",
+                file.display(),
+                out.join("cases").display(),
+                out.join("failures.csv").display()
+            );
             Ok(code)
         }
     }
@@ -146,7 +197,11 @@ fn run(p: &Pipeline) -> anyhow::Result<ExitCode> {
     match pipeline::run(p) {
         Ok(summary) => {
             summary.print();
-            Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if summary.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Err(e @ (RunError::Plan(_) | RunError::Input(_) | RunError::Locked { .. })) => {
             eprintln!("error: {e}");
@@ -160,7 +215,11 @@ fn run(p: &Pipeline) -> anyhow::Result<ExitCode> {
 fn discard_progress(out: &Path) -> anyhow::Result<()> {
     for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
         let path = out.join(name);
-        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        let r = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
         match r {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", path.display()));

@@ -15,9 +15,13 @@ use crate::pipeline::config::Pipeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("input root {0} does not exist or is not a directory; set [input] root or pass --input DIR")]
+    #[error(
+        "input root {0} does not exist or is not a directory; set [input] root or pass --input DIR"
+    )]
     NoRoot(PathBuf),
-    #[error("no case matches [input] ct = \"{template}\" under {root}; check the template and --input")]
+    #[error(
+        "no case matches [input] ct = \"{template}\" under {root}; check the template and --input"
+    )]
     NoCases { template: String, root: PathBuf },
     #[error("case id \"{id}\" is found twice: {a} and {b}; case ids must be unique")]
     Duplicate { id: String, a: PathBuf, b: PathBuf },
@@ -64,7 +68,14 @@ pub fn discover(p: &Pipeline) -> Result<Vec<Case>, InputError> {
     if !root.is_dir() {
         return Err(InputError::NoRoot(root.clone()));
     }
-    let found = p.templates.ct.discover(root).map_err(|source| InputError::Io { path: root.clone(), source })?;
+    let found = p
+        .templates
+        .ct
+        .discover(root)
+        .map_err(|source| InputError::Io {
+            path: root.clone(),
+            source,
+        })?;
     let metadata = match &p.input.metadata {
         Some(m) => Some(read_metadata(&root.join(m))?),
         None => None,
@@ -73,33 +84,59 @@ pub fn discover(p: &Pipeline) -> Result<Vec<Case>, InputError> {
     for (path, bindings) in found {
         let id = bindings["case"].clone();
         let dataset = match &metadata {
-            Some(m) => m.get(&id).cloned().unwrap_or_else(|| bindings.get("dataset").cloned().unwrap_or_default()),
+            Some(m) => m
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| bindings.get("dataset").cloned().unwrap_or_default()),
             None => bindings.get("dataset").cloned().unwrap_or_default(),
         };
         if let Some(prev) = cases.get(&id) {
-            return Err(InputError::Duplicate { id, a: prev.ct.clone(), b: path });
+            return Err(InputError::Duplicate {
+                id,
+                a: prev.ct.clone(),
+                b: path,
+            });
         }
-        cases.insert(id.clone(), Case { id, dataset, ct: path, bindings });
+        cases.insert(
+            id.clone(),
+            Case {
+                id,
+                dataset,
+                ct: path,
+                bindings,
+            },
+        );
     }
     if cases.is_empty() {
-        return Err(InputError::NoCases { template: p.templates.ct.as_str().to_string(), root: root.clone() });
+        return Err(InputError::NoCases {
+            template: p.templates.ct.as_str().to_string(),
+            root: root.clone(),
+        });
     }
     Ok(cases.into_values().collect())
 }
 
 /// Reads `case_id,dataset` rows (header required; other columns ignored).
 fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, InputError> {
-    let err = |message: String| InputError::Metadata { path: path.to_owned(), message };
+    let err = |message: String| InputError::Metadata {
+        path: path.to_owned(),
+        message,
+    };
     let mut reader = csv::Reader::from_path(path).map_err(|e| err(e.to_string()))?;
     let headers = reader.headers().map_err(|e| err(e.to_string()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (Some(ci), Some(di)) = (col("case_id"), col("dataset")) else {
-        return Err(err(format!("needs columns case_id,dataset; found {}", headers.iter().collect::<Vec<_>>().join(","))));
+        return Err(err(format!(
+            "needs columns case_id,dataset; found {}",
+            headers.iter().collect::<Vec<_>>().join(",")
+        )));
     };
     let mut out = BTreeMap::new();
     for (line, row) in reader.records().enumerate() {
         let row = row.map_err(|e| err(format!("row {}: {e}", line + 2)))?;
-        let (Some(c), Some(d)) = (row.get(ci), row.get(di)) else { continue };
+        let (Some(c), Some(d)) = (row.get(ci), row.get(di)) else {
+            continue;
+        };
         out.insert(c.trim().to_string(), d.trim().to_string());
     }
     Ok(out)
@@ -110,29 +147,60 @@ impl Case {
     /// expected path; a missing label or revised mask means "not annotated" and is skipped.
     pub fn volumes(&self, p: &Pipeline) -> Result<Vec<VolumeRef>, String> {
         let root = &p.input.root;
-        let mut out = vec![VolumeRef { role: Role::Ct, group: "ct".into(), path: self.ct.clone() }];
+        let mut out = vec![VolumeRef {
+            role: Role::Ct,
+            group: "ct".into(),
+            path: self.ct.clone(),
+        }];
         let mut b = self.bindings.clone();
-        b.insert("dataset".into(), self.bindings.get("dataset").cloned().unwrap_or_else(|| self.dataset.clone()));
+        b.insert(
+            "dataset".into(),
+            self.bindings
+                .get("dataset")
+                .cloned()
+                .unwrap_or_else(|| self.dataset.clone()),
+        );
         if let Some(t) = &p.templates.prediction {
             for (mi, model) in p.input.models.iter().enumerate() {
                 for (ci, class) in p.input.classes.iter().enumerate() {
                     b.insert("model".into(), model.clone());
                     b.insert("class".into(), class.clone());
                     let path = t.find(root, &b).ok_or_else(|| {
-                        format!("missing prediction of model {model} for class {class}: {}", t.fill(root, &b).display())
+                        format!(
+                            "missing prediction of model {model} for class {class}: {}",
+                            t.fill(root, &b).display()
+                        )
                     })?;
-                    out.push(VolumeRef { role: Role::Prediction { model: mi, class: ci }, group: format!("predictions/{model}/{class}"), path });
+                    out.push(VolumeRef {
+                        role: Role::Prediction {
+                            model: mi,
+                            class: ci,
+                        },
+                        group: format!("predictions/{model}/{class}"),
+                        path,
+                    });
                 }
             }
         }
         b.remove("model");
-        for (tpl, prefix) in [(&p.templates.label, "labels"), (&p.templates.revised, "revised")] {
+        for (tpl, prefix) in [
+            (&p.templates.label, "labels"),
+            (&p.templates.revised, "revised"),
+        ] {
             let Some(t) = tpl else { continue };
             for (ci, class) in p.input.classes.iter().enumerate() {
                 b.insert("class".into(), class.clone());
                 if let Some(path) = t.find(root, &b) {
-                    let role = if prefix == "labels" { Role::Label { class: ci } } else { Role::Revised { class: ci } };
-                    out.push(VolumeRef { role, group: format!("{prefix}/{class}"), path });
+                    let role = if prefix == "labels" {
+                        Role::Label { class: ci }
+                    } else {
+                        Role::Revised { class: ci }
+                    };
+                    out.push(VolumeRef {
+                        role,
+                        group: format!("{prefix}/{class}"),
+                        path,
+                    });
                 }
             }
         }

@@ -29,7 +29,10 @@ impl VolumeWriter {
         let mut h = header.clone();
         h.version = Version::Nifti1;
         h.vox_offset = 352;
-        let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| NiftiError::Io(e).at(path))?);
+        let file = BufWriter::with_capacity(
+            1 << 20,
+            File::create(path).map_err(|e| NiftiError::Io(e).at(path))?,
+        );
         let mut sink = if path.extension().is_some_and(|e| e == "gz") {
             Sink::Gzip(GzEncoder::new(file, Compression::new(level)))
         } else {
@@ -55,7 +58,12 @@ impl VolumeWriter {
     }
 
     pub fn finish(self) -> Result<(), NiftiError> {
-        assert_eq!(self.slices_left, 0, "{}: fewer slices than the header says", self.path.display());
+        assert_eq!(
+            self.slices_left,
+            0,
+            "{}: fewer slices than the header says",
+            self.path.display()
+        );
         let r = match self.sink {
             Sink::Plain(mut f) => f.flush(),
             Sink::Gzip(g) => g.finish().and_then(|mut f| f.flush()),

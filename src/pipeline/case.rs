@@ -45,24 +45,50 @@ fn slab_bytes(h: &Header, depth: usize) -> u64 {
 /// gzip readers' raw slab and buffers, and per-write scratch (conversion, padding, zstd output).
 pub fn case_memory(headers: &[Header], depth: usize) -> u64 {
     let slabs: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
-    let largest = headers.iter().map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8).max().unwrap_or(0);
+    let largest = headers
+        .iter()
+        .map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8)
+        .max()
+        .unwrap_or(0);
     let per_reader = 320 << 10;
-    SLABS_IN_FLIGHT as u64 * slabs + slabs + 3 * largest * rayon::current_num_threads() as u64 + headers.len() as u64 * per_reader
+    SLABS_IN_FLIGHT as u64 * slabs
+        + slabs
+        + 3 * largest * rayon::current_num_threads() as u64
+        + headers.len() as u64 * per_reader
 }
 
-/// How CT values are stored: HU as int16 when every scaled value of the file's type is an
-/// integer that fits, else float32. Decided from the header alone, so it is the same whatever
-/// the data holds and costs no extra pass.
+/// How CT values are stored: the smallest of int16, float32 and float64 that holds every
+/// scaled value of the file's type exactly, so that `ct/0` equals nibabel's `get_fdata()`
+/// voxel for voxel. Decided from the header alone (no extra pass over the data): int16 when
+/// the scaling is integral and the type's scaled range fits; float32 for unscaled float32 and
+/// for integral values within ±2^24; float64 otherwise (float64 files, fractional slopes).
 pub fn ct_storage(h: &Header) -> DataType {
+    let scaling = h.scaling();
     if !h.datatype.is_integer() {
-        return DataType::F32;
+        return if h.datatype == DataType::F32 && scaling.is_none() {
+            DataType::F32
+        } else {
+            DataType::F64
+        };
     }
     let (lo, hi) = h.datatype.range();
-    let (s, i) = h.scaling().unwrap_or((1.0, 0.0));
-    let integral = s.fract() == 0.0 && i.fract() == 0.0;
+    let (s, i) = scaling.unwrap_or((1.0, 0.0));
+    if s.fract() != 0.0 || i.fract() != 0.0 {
+        return DataType::F64;
+    }
     let (a, b) = (lo * s + i, hi * s + i);
-    let fits = |v: f64| (i16::MIN as f64..=i16::MAX as f64).contains(&v);
-    if integral && fits(a) && fits(b) { DataType::I16 } else { DataType::F32 }
+    let within = |v: f64, lim: f64| v.abs() <= lim;
+    if within(a, 32768.0)
+        && within(b, 32768.0)
+        && a.min(b) >= i16::MIN as f64
+        && a.max(b) <= i16::MAX as f64
+    {
+        DataType::I16
+    } else if within(a, 16_777_216.0) && within(b, 16_777_216.0) {
+        DataType::F32
+    } else {
+        DataType::F64
+    }
 }
 
 /// Opens every file of `case` and checks it is on the CT's grid; errors name the file.
@@ -97,7 +123,12 @@ struct Sink {
 }
 
 /// Streams `case` into `<out>/cases/<id>.zarr`.
-pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
+pub fn convert_case(
+    case: &Case,
+    p: &Pipeline,
+    out_dir: &Path,
+    budget: &MemoryBudget,
+) -> Result<CaseReport, String> {
     let (vols, mut readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
@@ -113,24 +144,42 @@ pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBu
         )
     })?;
 
-    let opts = ZarrOptions { slab_depth: depth, zstd_level: p.output.zstd_level, subchunks: p.output.subchunks };
+    let opts = ZarrOptions {
+        slab_depth: depth,
+        zstd_level: p.output.zstd_level,
+        subchunks: p.output.subchunks,
+    };
     let mut attrs = serde_json::Map::new();
     attrs.insert(
         "slabflow".into(),
         json!({"case_id": case.id, "dataset": case.dataset, "version": env!("CARGO_PKG_VERSION")}),
     );
-    let store = CaseStore::create(&out_dir.join("cases").join(format!("{}.zarr", case.id)), attrs).map_err(|e| e.to_string())?;
+    let store = CaseStore::create(
+        &out_dir.join("cases").join(format!("{}.zarr", case.id)),
+        attrs,
+    )
+    .map_err(|e| e.to_string())?;
     let mut sinks = Vec::with_capacity(vols.len());
     for (v, h) in vols.iter().zip(&headers) {
         let sink = if v.role == Role::Ct {
             let stored = ct_storage(h);
             let header = h.with_stored(stored, true);
-            Sink { writer: store.image(&v.group, &header, stored, -1024.0, &opts).map_err(|e| e.to_string())?, ct_scaling: Some(h.scaling()) }
+            Sink {
+                writer: store
+                    .image(&v.group, &header, stored, -1024.0, &opts)
+                    .map_err(|e| e.to_string())?,
+                ct_scaling: Some(h.scaling()),
+            }
         } else {
             // Predictions and masks keep the file's values and its scaling in the header, as
             // nifti-zarr does; zarr2nii then returns them unscaled.
             let header = h.with_stored(h.datatype, false);
-            Sink { writer: store.image(&v.group, &header, h.datatype, 0.0, &opts).map_err(|e| e.to_string())?, ct_scaling: None }
+            Sink {
+                writer: store
+                    .image(&v.group, &header, h.datatype, 0.0, &opts)
+                    .map_err(|e| e.to_string())?,
+                ct_scaling: None,
+            }
         };
         sinks.push(sink);
     }
@@ -139,10 +188,20 @@ pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBu
     let depth = sinks[0].writer.slab_depth();
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let mut report = CaseReport { volumes: vols.len(), ..Default::default() };
+    let mut report = CaseReport {
+        volumes: vols.len(),
+        ..Default::default()
+    };
     std::thread::scope(|s| -> Result<(), String> {
         let reader = s.spawn(move || -> Result<(), String> {
-            let mut spare = (0..SLABS_IN_FLIGHT).map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>()).collect::<Vec<_>>();
+            let mut spare = (0..SLABS_IN_FLIGHT)
+                .map(|_| {
+                    readers
+                        .iter()
+                        .map(|r| Voxels::empty(r.header().datatype))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>();
             for z0 in (0..nz).step_by(depth) {
                 let n = depth.min(nz - z0);
                 let mut bufs = match spare.pop() {
@@ -164,19 +223,26 @@ pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBu
         });
         let mut result = Ok(());
         for (z0, bufs) in rx.iter() {
-            let written: Result<(), String> =
-                sinks.par_iter().zip(&bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
+            let written: Result<(), String> = sinks
+                .par_iter()
+                .zip(&bufs)
+                .try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
             if let Err(e) = written {
                 result = Err(e);
                 break;
             }
             report.slabs += 1;
-            report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
+            report.bytes += bufs
+                .iter()
+                .map(|b| (b.len() * b.datatype().size()) as u64)
+                .sum::<u64>();
             let _ = recycle_tx.send(bufs);
         }
         drop(rx);
         drop(recycle_tx);
-        let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
+        let read = reader
+            .join()
+            .map_err(|_| "the reader thread panicked".to_string())?;
         read.and(result)
     })?;
     Ok(report)
@@ -193,9 +259,14 @@ fn write_volume_slab(sink: &Sink, z0: usize, v: &Voxels) -> Result<(), String> {
                 v.for_each_scaled(scaling, |k, x| out[k] = x as i16);
                 w.write_slab(z0, &out)
             }
-            _ => {
+            (DataType::F32, _, _) => {
                 let mut out = vec![0f32; v.len()];
                 v.for_each_scaled(scaling, |k, x| out[k] = x as f32);
+                w.write_slab(z0, &out)
+            }
+            _ => {
+                let mut out = vec![0f64; v.len()];
+                v.scaled_into(scaling, &mut out);
                 w.write_slab(z0, &out)
             }
         },
@@ -208,19 +279,37 @@ mod tests {
     use super::*;
 
     fn header(dt: DataType, slope: f64, inter: f64) -> Header {
-        let mut h = Header::new_3d([4, 4, 4], [1.0; 3], [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], dt);
+        let mut h = Header::new_3d(
+            [4, 4, 4],
+            [1.0; 3],
+            [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+            ],
+            dt,
+        );
         h.scl_slope = slope;
         h.scl_inter = inter;
         h
     }
 
     #[test]
-    fn ct_is_int16_only_when_every_value_is_an_integer_that_fits() {
+    fn ct_storage_is_the_smallest_exact_type() {
         assert_eq!(ct_storage(&header(DataType::I16, 1.0, 0.0)), DataType::I16);
-        assert_eq!(ct_storage(&header(DataType::U8, 1.0, -1024.0)), DataType::I16);
+        assert_eq!(
+            ct_storage(&header(DataType::U8, 1.0, -1024.0)),
+            DataType::I16
+        );
         assert_eq!(ct_storage(&header(DataType::I16, 0.0, 0.0)), DataType::I16);
-        assert_eq!(ct_storage(&header(DataType::U16, 1.0, -1024.0)), DataType::F32);
-        assert_eq!(ct_storage(&header(DataType::I16, 0.5, 0.0)), DataType::F32);
+        assert_eq!(
+            ct_storage(&header(DataType::U16, 1.0, -1024.0)),
+            DataType::F32
+        );
+        assert_eq!(ct_storage(&header(DataType::I16, 0.5, 0.0)), DataType::F64);
         assert_eq!(ct_storage(&header(DataType::F32, 1.0, 0.0)), DataType::F32);
+        assert_eq!(ct_storage(&header(DataType::F32, 2.0, 0.0)), DataType::F64);
+        assert_eq!(ct_storage(&header(DataType::F64, 1.0, 0.0)), DataType::F64);
+        assert_eq!(ct_storage(&header(DataType::I32, 1.0, 0.0)), DataType::F64);
     }
 }

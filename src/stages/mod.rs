@@ -23,7 +23,11 @@ pub struct StageKind {
 pub const REGISTRY: &[StageKind] = &[];
 
 /// Builds every `[[stages]]` table, pushing each problem (prefixed with `stages[i]`) to `problems`.
-pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec<String>) -> Vec<StageConfig> {
+pub fn build_all(
+    tables: &[toml::Table],
+    input: &InputConfig,
+    problems: &mut Vec<String>,
+) -> Vec<StageConfig> {
     let mut out = Vec::new();
     for (i, table) in tables.iter().enumerate() {
         let Some(kind) = table.get("kind").and_then(|k| k.as_str()) else {
@@ -33,13 +37,19 @@ pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec
         match REGISTRY.iter().find(|k| k.kind == kind) {
             Some(k) => match (k.build)(table, input) {
                 Ok(c) => out.push(c),
-                Err(es) => problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}"))),
+                Err(es) => {
+                    problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}")))
+                }
             },
             None => {
                 let known: Vec<_> = REGISTRY.iter().map(|k| k.kind).collect();
                 problems.push(format!(
                     "stages[{i}]: unknown kind \"{kind}\"; this slabflow knows: {}",
-                    if known.is_empty() { "none yet (a pipeline without stages converts to Zarr)".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none yet (a pipeline without stages converts to Zarr)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
             }
         }

@@ -17,8 +17,17 @@ use rayon::prelude::*;
 use crate::nifti::{DataType, Header, NiftiError, VolumeWriter};
 
 pub const MODELS: [&str; 3] = ["swin_unetr", "nnunet", "unet"];
-pub const CLASSES: [&str; 9] =
-    ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"];
+pub const CLASSES: [&str; 9] = [
+    "spleen",
+    "kidney_right",
+    "kidney_left",
+    "gall_bladder",
+    "liver",
+    "stomach",
+    "aorta",
+    "postcava",
+    "pancreas",
+];
 pub const DATASETS: [&str; 4] = ["BTCV", "FLARE22", "KiTS", "MSD-Pancreas"];
 
 /// Normalised ellipsoid: centre, radii (x, y, z in [-1, 1] over the field of view) and HU.
@@ -31,15 +40,51 @@ struct Organ {
 
 /// Anatomy in the order of [`CLASSES`].
 const ORGANS: [Organ; 9] = [
-    Organ { c: [0.50, 0.15, 0.30], r: [0.15, 0.20, 0.22], hu: 50.0 },    // spleen
-    Organ { c: [-0.35, 0.35, -0.10], r: [0.11, 0.13, 0.24], hu: 150.0 }, // kidney_right
-    Organ { c: [0.35, 0.35, -0.05], r: [0.11, 0.13, 0.24], hu: 150.0 },  // kidney_left
-    Organ { c: [-0.22, -0.28, 0.05], r: [0.08, 0.08, 0.12], hu: 15.0 },  // gall_bladder
-    Organ { c: [-0.35, -0.05, 0.28], r: [0.38, 0.40, 0.38], hu: 60.0 },  // liver
-    Organ { c: [0.28, -0.22, 0.35], r: [0.20, 0.15, 0.22], hu: 30.0 },   // stomach
-    Organ { c: [0.06, 0.22, 0.0], r: [0.07, 0.07, 1.4], hu: 200.0 },     // aorta
-    Organ { c: [-0.12, 0.22, 0.0], r: [0.07, 0.06, 1.4], hu: 120.0 },    // postcava
-    Organ { c: [0.05, 0.03, 0.0], r: [0.30, 0.06, 0.09], hu: 45.0 },     // pancreas
+    Organ {
+        c: [0.50, 0.15, 0.30],
+        r: [0.15, 0.20, 0.22],
+        hu: 50.0,
+    }, // spleen
+    Organ {
+        c: [-0.35, 0.35, -0.10],
+        r: [0.11, 0.13, 0.24],
+        hu: 150.0,
+    }, // kidney_right
+    Organ {
+        c: [0.35, 0.35, -0.05],
+        r: [0.11, 0.13, 0.24],
+        hu: 150.0,
+    }, // kidney_left
+    Organ {
+        c: [-0.22, -0.28, 0.05],
+        r: [0.08, 0.08, 0.12],
+        hu: 15.0,
+    }, // gall_bladder
+    Organ {
+        c: [-0.35, -0.05, 0.28],
+        r: [0.38, 0.40, 0.38],
+        hu: 60.0,
+    }, // liver
+    Organ {
+        c: [0.28, -0.22, 0.35],
+        r: [0.20, 0.15, 0.22],
+        hu: 30.0,
+    }, // stomach
+    Organ {
+        c: [0.06, 0.22, 0.0],
+        r: [0.07, 0.07, 1.4],
+        hu: 200.0,
+    }, // aorta
+    Organ {
+        c: [-0.12, 0.22, 0.0],
+        r: [0.07, 0.06, 1.4],
+        hu: 120.0,
+    }, // postcava
+    Organ {
+        c: [0.05, 0.03, 0.0],
+        r: [0.30, 0.06, 0.09],
+        hu: 45.0,
+    }, // pancreas
 ];
 
 #[derive(Debug, Clone)]
@@ -118,7 +163,11 @@ fn case_spec(i: usize, seed: u64) -> CaseSpec {
         let sloppiness = [0.6, 0.8, 1.3][m];
         for entry in per_class.iter_mut() {
             let shift = [0, 1, 2].map(|_| rng.uniform(-0.025, 0.025) * sloppiness);
-            *entry = (shift, 1.0 + rng.uniform(-0.08, 0.08) * sloppiness, rng.uniform(0.02, 0.06) * sloppiness);
+            *entry = (
+                shift,
+                1.0 + rng.uniform(-0.08, 0.08) * sloppiness,
+                rng.uniform(0.02, 0.06) * sloppiness,
+            );
         }
     }
     // Neighbours that models confuse in practice.
@@ -127,7 +176,11 @@ fn case_spec(i: usize, seed: u64) -> CaseSpec {
         let (from, into) = pairs[(rng.next() % pairs.len() as u64) as usize];
         ((rng.next() % 3) as usize, from, into)
     });
-    let labelled = if i % 3 == 2 { Vec::new() } else { (0..9).filter(|_| rng.next() % 4 != 0).collect() };
+    let labelled = if i % 3 == 2 {
+        Vec::new()
+    } else {
+        (0..9).filter(|_| rng.next() % 4 != 0).collect()
+    };
     CaseSpec {
         id: format!("BDMAP_{:08}", i + 1),
         dataset: DATASETS[i % DATASETS.len()],
@@ -159,7 +212,9 @@ fn sigmoid(x: f64) -> f64 {
 pub fn synth(opts: &SynthOptions) -> Result<Vec<String>, NiftiError> {
     std::fs::create_dir_all(&opts.out)?;
     let specs: Vec<CaseSpec> = (0..opts.cases).map(|i| case_spec(i, opts.seed)).collect();
-    specs.par_iter().try_for_each(|s| write_case(&opts.out, s, opts.shape))?;
+    specs
+        .par_iter()
+        .try_for_each(|s| write_case(&opts.out, s, opts.shape))?;
     let mut meta = String::from("case_id,dataset\n");
     for s in &specs {
         meta.push_str(&format!("{},{}\n", s.id, s.dataset));
@@ -191,7 +246,11 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
     // CT.
     let ext = if s.ct_gz { "nii.gz" } else { "nii" };
     let mut h = Header::new_3d(shape, s.spacing, affine, s.ct_type);
-    let inter = if s.ct_type == DataType::U16 { -1024.0 } else { 0.0 };
+    let inter = if s.ct_type == DataType::U16 {
+        -1024.0
+    } else {
+        0.0
+    };
     h.scl_slope = 1.0;
     h.scl_inter = inter;
     let mut w = VolumeWriter::create(&dir.join(format!("ct.{ext}")), &h, 1)?;
@@ -204,8 +263,12 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
                 let hu = ct_value(s, p, (k * ny + j) * nx + i);
                 let stored = hu - inter;
                 match s.ct_type {
-                    DataType::I16 => bytes.extend_from_slice(&(stored.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()),
-                    DataType::U16 => bytes.extend_from_slice(&(stored.round().clamp(0.0, 65535.0) as u16).to_le_bytes()),
+                    DataType::I16 => bytes.extend_from_slice(
+                        &(stored.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes(),
+                    ),
+                    DataType::U16 => bytes.extend_from_slice(
+                        &(stored.round().clamp(0.0, 65535.0) as u16).to_le_bytes(),
+                    ),
                     _ => bytes.extend_from_slice(&(stored as f32).to_le_bytes()),
                 }
             }
@@ -219,7 +282,11 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
         let mdir = dir.join("predictions").join(model);
         std::fs::create_dir_all(&mdir)?;
         for (c, class) in CLASSES.iter().enumerate() {
-            let dt = if s.float_predictions { DataType::F32 } else { DataType::U8 };
+            let dt = if s.float_predictions {
+                DataType::F32
+            } else {
+                DataType::U8
+            };
             let h = Header::new_3d(shape, s.spacing, affine, dt);
             let mut w = VolumeWriter::create(&mdir.join(format!("{class}.nii.gz")), &h, 1)?;
             let (shift, scale, soft) = s.models[m][c];
@@ -228,7 +295,10 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
                 o.c[k] += shift[k];
                 o.r[k] *= scale;
             }
-            let bleed = s.bleed.filter(|&(bm, from, _)| bm == m && from == c).map(|(_, _, into)| s.organs[into]);
+            let bleed = s
+                .bleed
+                .filter(|&(bm, from, _)| bm == m && from == c)
+                .map(|(_, _, into)| s.organs[into]);
             for k in 0..nz {
                 bytes.clear();
                 for j in 0..ny {
@@ -257,7 +327,12 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
     // Original labels.
     for &c in &s.labelled {
         let h = Header::new_3d(shape, s.spacing, affine, DataType::U8);
-        let mut w = VolumeWriter::create(&dir.join("segmentations").join(format!("{}.nii.gz", CLASSES[c])), &h, 1)?;
+        let mut w = VolumeWriter::create(
+            &dir.join("segmentations")
+                .join(format!("{}.nii.gz", CLASSES[c])),
+            &h,
+            1,
+        )?;
         for k in 0..nz {
             bytes.clear();
             for j in 0..ny {

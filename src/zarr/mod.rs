@@ -56,11 +56,20 @@ impl CaseStore {
     /// half-way by an earlier run is redone from scratch).
     pub fn create(dir: &Path, attributes: Map<String, Value>) -> Result<CaseStore, StoreError> {
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+            std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let store = Arc::new(FilesystemStore::new(dir).map_err(|e| zerr(dir, e))?);
-        let cs = CaseStore { dir: dir.to_owned(), store };
+        let cs = CaseStore {
+            dir: dir.to_owned(),
+            store,
+        };
         cs.group("/", attributes)?;
         Ok(cs)
     }
@@ -70,14 +79,24 @@ impl CaseStore {
     }
 
     fn group(&self, path: &str, attributes: Map<String, Value>) -> Result<(), StoreError> {
-        let group = GroupBuilder::new().attributes(attributes).build(self.store.clone(), path).map_err(|e| zerr(&self.dir, e))?;
+        let group = GroupBuilder::new()
+            .attributes(attributes)
+            .build(self.store.clone(), path)
+            .map_err(|e| zerr(&self.dir, e))?;
         group.store_metadata().map_err(|e| zerr(&self.dir, e))
     }
 
     /// Creates the NIfTI-Zarr image group `name` (e.g. `predictions/unet/liver`) for a volume
     /// on `header`'s grid whose array `0` holds `stored` values; `header` must already describe
     /// those stored values (type and scaling).
-    pub fn image(&self, name: &str, header: &Header, stored: DataType, fill: f64, opts: &ZarrOptions) -> Result<ImageWriter, StoreError> {
+    pub fn image(
+        &self,
+        name: &str,
+        header: &Header,
+        stored: DataType,
+        fill: f64,
+        opts: &ZarrOptions,
+    ) -> Result<ImageWriter, StoreError> {
         // Parent groups first (Zarr v3 has no implicit groups).
         let mut parent = String::new();
         for part in name.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
@@ -111,23 +130,50 @@ impl CaseStore {
 
         let depth = opts.slab_depth.min(nz).max(1);
         let (dt, fillv) = zarr_type(stored, fill);
-        let mut b = ArrayBuilder::new(vec![nz as u64, ny as u64, nx as u64], vec![depth as u64, ny as u64, nx as u64], dt, fillv);
+        let mut b = ArrayBuilder::new(
+            vec![nz as u64, ny as u64, nx as u64],
+            vec![depth as u64, ny as u64, nx as u64],
+            dt,
+            fillv,
+        );
         b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(opts.zstd_level, false))]);
         b.dimension_names(Some(["z", "y", "x"]));
         if let Some(sub) = opts.subchunks {
-            b.subchunk_shape(Some(vec![sub[0].min(depth as u64), sub[1].min(ny as u64), sub[2].min(nx as u64)]));
+            b.subchunk_shape(Some(vec![
+                sub[0].min(depth as u64),
+                sub[1].min(ny as u64),
+                sub[2].min(nx as u64),
+            ]));
         }
-        let array = b.build(self.store.clone(), &format!("{group_path}/0")).map_err(|e| zerr(&self.dir, e))?;
+        let array = b
+            .build(self.store.clone(), &format!("{group_path}/0"))
+            .map_err(|e| zerr(&self.dir, e))?;
         array.store_metadata().map_err(|e| zerr(&self.dir, e))?;
 
         let bytes = header.with_stored(stored, false).to_bytes();
-        let mut hb = ArrayBuilder::new(vec![bytes.len() as u64], vec![bytes.len() as u64], data_type::uint8(), 0u8);
+        let mut hb = ArrayBuilder::new(
+            vec![bytes.len() as u64],
+            vec![bytes.len() as u64],
+            data_type::uint8(),
+            0u8,
+        );
         hb.dimension_names(Some(["bytes"]));
-        let harray = hb.build(self.store.clone(), &format!("{group_path}/nifti")).map_err(|e| zerr(&self.dir, e))?;
+        let harray = hb
+            .build(self.store.clone(), &format!("{group_path}/nifti"))
+            .map_err(|e| zerr(&self.dir, e))?;
         harray.store_metadata().map_err(|e| zerr(&self.dir, e))?;
-        harray.store_chunk(&[0], bytes).map_err(|e| zerr(&self.dir, e))?;
+        harray
+            .store_chunk(&[0], bytes)
+            .map_err(|e| zerr(&self.dir, e))?;
 
-        Ok(ImageWriter { dir: self.dir.clone(), array, depth, shape: [nx, ny, nz], stored, fill })
+        Ok(ImageWriter {
+            dir: self.dir.clone(),
+            array,
+            depth,
+            shape: [nx, ny, nz],
+            stored,
+            fill,
+        })
     }
 }
 
@@ -153,9 +199,17 @@ impl ImageWriter {
     /// Writes the slab starting at slice `z0` (a multiple of the slab depth). `data` holds
     /// `nz * ny * nx` values, `nz` = slab depth except for the last slab; the last chunk is
     /// padded with the fill value so every write is a whole chunk.
-    pub fn write_slab<T: Element + FromF64>(&self, z0: usize, data: &[T]) -> Result<(), StoreError> {
+    pub fn write_slab<T: Element + FromF64>(
+        &self,
+        z0: usize,
+        data: &[T],
+    ) -> Result<(), StoreError> {
         let [nx, ny, nz] = self.shape;
-        assert_eq!(z0 % self.depth, 0, "slab does not start on a chunk boundary");
+        assert_eq!(
+            z0 % self.depth,
+            0,
+            "slab does not start on a chunk boundary"
+        );
         let slice = nx * ny;
         assert_eq!(data.len() % slice, 0);
         let chunk = [(z0 / self.depth) as u64, 0, 0];
@@ -163,7 +217,10 @@ impl ImageWriter {
         let r = if data.len() == full {
             self.array.store_chunk(&chunk, data)
         } else {
-            assert!(z0 + data.len() / slice == nz, "only the last slab may be short");
+            assert!(
+                z0 + data.len() / slice == nz,
+                "only the last slab may be short"
+            );
             let mut padded = Vec::with_capacity(full);
             padded.extend_from_slice(data);
             padded.resize(full, T::from_f64(self.fill));
@@ -183,7 +240,13 @@ macro_rules! from_f64 {
 }
 from_f64!(u8, i8, i16, u16, i32, u32, i64, f32, f64);
 
-fn zarr_type(dt: DataType, fill: f64) -> (zarrs::array::DataType, zarrs::array::builder::ArrayBuilderFillValue) {
+fn zarr_type(
+    dt: DataType,
+    fill: f64,
+) -> (
+    zarrs::array::DataType,
+    zarrs::array::builder::ArrayBuilderFillValue,
+) {
     match dt {
         DataType::U8 => (data_type::uint8(), (fill as u8).into()),
         DataType::I8 => (data_type::int8(), (fill as i8).into()),
@@ -198,5 +261,8 @@ fn zarr_type(dt: DataType, fill: f64) -> (zarrs::array::DataType, zarrs::array::
 }
 
 fn zerr(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Zarr { path: path.to_owned(), message: e.to_string() }
+    StoreError::Zarr {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }
