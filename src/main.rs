@@ -58,6 +58,9 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write only the CT volumes (no predictions or labels).
+        #[arg(long)]
+        ct_only: bool,
     },
     /// Synthesize a small corpus and run the default pipeline on it.
     Demo {
@@ -96,18 +99,8 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run {
-            pipeline,
-            input,
-            output,
-            memory_limit,
-            fresh,
-        } => {
-            let overrides = Overrides {
-                input,
-                output,
-                memory_limit,
-            };
+        Command::Run { pipeline, input, output, memory_limit, fresh } => {
+            let overrides = Overrides { input, output, memory_limit };
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
@@ -130,24 +123,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Synth {
-            out,
-            cases,
-            shape,
-            seed,
-        } => {
+        Command::Synth { out, cases, shape, seed, ct_only } => {
             let shape = [shape[0], shape[1], shape[2]];
-            anyhow::ensure!(
-                shape.iter().all(|&n| n >= 4),
-                "--shape: every extent must be at least 4"
-            );
-            let ids = synth::synth(&SynthOptions {
-                out: out.clone(),
-                cases,
-                shape,
-                seed,
-            })
-            .context("writing the synthetic corpus")?;
+            anyhow::ensure!(shape.iter().all(|&n| n >= 4), "--shape: every extent must be at least 4");
+            let ids = synth::synth(&SynthOptions { out: out.clone(), cases, shape, seed, ct_only })
+                .context("writing the synthetic corpus")?;
             eprintln!(
                 "Wrote {} synthetic cases ({}×{}×{}) to {}",
                 ids.len(),
@@ -163,23 +143,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let out = dir.join("out");
             eprintln!("Synthesizing {cases} cases into {} …", corpus.display());
             let _ = std::fs::remove_dir_all(&corpus);
-            synth::synth(&SynthOptions {
-                out: corpus.clone(),
-                cases,
-                shape: [96, 96, 48],
-                seed: 1,
-            })
-            .context("writing the demo corpus")?;
+            synth::synth(&SynthOptions { out: corpus.clone(), cases, shape: [96, 96, 48], seed: 1, ct_only: false })
+                .context("writing the demo corpus")?;
             let file = dir.join("pipeline.toml");
-            std::fs::write(&file, slabflow::DEMO_PIPELINE)
-                .with_context(|| format!("writing {}", file.display()))?;
-            let overrides = Overrides {
-                input: Some(corpus),
-                output: Some(out.clone()),
-                memory_limit: None,
-            };
-            let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides)
-                .map_err(anyhow::Error::from)?;
+            std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
+            let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
+            let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
             discard_progress(&out)?;
             let code = run(&p)?;
             eprintln!(
@@ -197,11 +166,7 @@ fn run(p: &Pipeline) -> anyhow::Result<ExitCode> {
     match pipeline::run(p) {
         Ok(summary) => {
             summary.print();
-            Ok(if summary.failures.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Err(e @ (RunError::Plan(_) | RunError::Input(_) | RunError::Locked { .. })) => {
             eprintln!("error: {e}");
@@ -215,11 +180,7 @@ fn run(p: &Pipeline) -> anyhow::Result<ExitCode> {
 fn discard_progress(out: &Path) -> anyhow::Result<()> {
     for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
         let path = out.join(name);
-        let r = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
+        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         match r {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", path.display()));

@@ -19,21 +19,12 @@ fn every_fixture_round_trips_through_zarr2nii_and_zarr_python() {
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
     let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
     for (name, info) in manifest["readable"].as_object().unwrap() {
         let file = info["file"].as_str().unwrap();
-        let ext = if file.ends_with(".gz") {
-            "nii.gz"
-        } else {
-            "nii"
-        };
+        let ext = if file.ends_with(".gz") { "nii.gz" } else { "nii" };
         std::fs::create_dir_all(corpus.join(name)).unwrap();
-        std::fs::copy(
-            fixtures().join(file),
-            corpus.join(name).join(format!("ct.{ext}")),
-        )
-        .unwrap();
+        std::fs::copy(fixtures().join(file), corpus.join(name).join(format!("ct.{ext}"))).unwrap();
     }
     // One case with predictions and labels stored with and without scaling.
     let case = corpus.join("zz_with_predictions");
@@ -76,10 +67,7 @@ slab_depth = 4
     // Cases other than the last have no prediction files: they fail, naming the missing file.
     let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
-    assert!(
-        failures.contains("missing prediction of model m1 for class a"),
-        "{failures}"
-    );
+    assert!(failures.contains("missing prediction of model m1 for class a"), "{failures}");
     assert!(!failures.contains("zz_with_predictions"), "{failures}");
 
     // Now the fixtures alone, CT only.
@@ -96,13 +84,7 @@ slab_depth = 4
     ]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     let report = util::python_script("check_interop.py", &[&out2, &corpus]);
-    assert!(
-        report.contains(&format!(
-            "OK {} volumes",
-            manifest["readable"].as_object().unwrap().len()
-        )),
-        "{report}"
-    );
+    assert!(report.contains(&format!("OK {} volumes", manifest["readable"].as_object().unwrap().len())), "{report}");
 }
 
 /// A synthetic corpus (varied dtypes, .nii and .nii.gz, RAS and LPS, uint8 and float32
@@ -126,10 +108,7 @@ fn synthetic_corpus_round_trips_every_volume() {
     let report = util::python_script("check_interop.py", &[&out, &corpus]);
     // 5 CTs + 5 × 27 predictions + the labels synth wrote.
     let labels = walk_count(&corpus, "segmentations");
-    assert!(
-        report.contains(&format!("OK {} volumes", 5 + 5 * 27 + labels)),
-        "{report}"
-    );
+    assert!(report.contains(&format!("OK {} volumes", 5 + 5 * 27 + labels)), "{report}");
 }
 
 fn walk_count(corpus: &Path, sub: &str) -> usize {
@@ -137,10 +116,6 @@ fn walk_count(corpus: &Path, sub: &str) -> usize {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
-        .map(|e| {
-            std::fs::read_dir(e.path().join(sub))
-                .map(|d| d.count())
-                .unwrap_or(0)
-        })
+        .map(|e| std::fs::read_dir(e.path().join(sub)).map(|d| d.count()).unwrap_or(0))
         .sum()
 }

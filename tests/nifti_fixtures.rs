@@ -31,12 +31,8 @@ fn every_readable_fixture_equals_nibabel_get_fdata_at_every_slab_depth() {
     for (name, info) in readable {
         let path = dir().join(info["file"].as_str().unwrap());
         let want = expected(name);
-        let shape: Vec<usize> = info["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> =
+            info["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         for depth in [1, 4, 64] {
             let mut r = VolumeReader::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
             let h = r.header().clone();
@@ -45,23 +41,15 @@ fn every_readable_fixture_equals_nibabel_get_fdata_at_every_slab_depth() {
             for (i, row) in affine.iter().enumerate() {
                 for (j, v) in row.as_array().unwrap().iter().enumerate() {
                     let (a, b) = (h.affine()[i][j], v.as_f64().unwrap());
-                    assert!(
-                        (a - b).abs() < 1e-6,
-                        "{name}: affine[{i}][{j}] {a} vs nibabel {b}"
-                    );
+                    assert!((a - b).abs() < 1e-6, "{name}: affine[{i}][{j}] {a} vs nibabel {b}");
                 }
             }
-            assert_eq!(
-                h.datatype.name(),
-                info["datatype"].as_str().unwrap(),
-                "{name}: datatype"
-            );
+            assert_eq!(h.datatype.name(), info["datatype"].as_str().unwrap(), "{name}: datatype");
             let mut got = Vec::with_capacity(want.len());
             let mut slab = Voxels::empty(h.datatype);
             while r.remaining() > 0 {
                 let n = depth.min(r.remaining());
-                r.read_slab(n, &mut slab)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                r.read_slab(n, &mut slab).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let mut vals = vec![0.0; slab.len()];
                 slab.scaled_into(h.scaling(), &mut vals);
                 got.extend(vals);
@@ -91,16 +79,10 @@ fn every_hostile_fixture_fails_with_a_message_naming_the_file_and_the_problem() 
             Ok(())
         });
         let err = result.expect_err(name).to_string();
-        assert!(
-            err.contains(name),
-            "{name}: the error does not name the file: {err}"
-        );
+        assert!(err.contains(name), "{name}: the error does not name the file: {err}");
         for w in words.as_array().unwrap() {
             let w = w.as_str().unwrap();
-            assert!(
-                err.to_lowercase().contains(&w.to_lowercase()),
-                "{name}: expected {w:?} in: {err}"
-            );
+            assert!(err.to_lowercase().contains(&w.to_lowercase()), "{name}: expected {w:?} in: {err}");
         }
     }
 }

@@ -15,13 +15,9 @@ use crate::pipeline::config::Pipeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error(
-        "input root {0} does not exist or is not a directory; set [input] root or pass --input DIR"
-    )]
+    #[error("input root {0} does not exist or is not a directory; set [input] root or pass --input DIR")]
     NoRoot(PathBuf),
-    #[error(
-        "no case matches [input] ct = \"{template}\" under {root}; check the template and --input"
-    )]
+    #[error("no case matches [input] ct = \"{template}\" under {root}; check the template and --input")]
     NoCases { template: String, root: PathBuf },
     #[error("case id \"{id}\" is found twice: {a} and {b}; case ids must be unique")]
     Duplicate { id: String, a: PathBuf, b: PathBuf },
@@ -68,14 +64,7 @@ pub fn discover(p: &Pipeline) -> Result<Vec<Case>, InputError> {
     if !root.is_dir() {
         return Err(InputError::NoRoot(root.clone()));
     }
-    let found = p
-        .templates
-        .ct
-        .discover(root)
-        .map_err(|source| InputError::Io {
-            path: root.clone(),
-            source,
-        })?;
+    let found = p.templates.ct.discover(root).map_err(|source| InputError::Io { path: root.clone(), source })?;
     let metadata = match &p.input.metadata {
         Some(m) => Some(read_metadata(&root.join(m))?),
         None => None,
@@ -84,44 +73,23 @@ pub fn discover(p: &Pipeline) -> Result<Vec<Case>, InputError> {
     for (path, bindings) in found {
         let id = bindings["case"].clone();
         let dataset = match &metadata {
-            Some(m) => m
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| bindings.get("dataset").cloned().unwrap_or_default()),
+            Some(m) => m.get(&id).cloned().unwrap_or_else(|| bindings.get("dataset").cloned().unwrap_or_default()),
             None => bindings.get("dataset").cloned().unwrap_or_default(),
         };
         if let Some(prev) = cases.get(&id) {
-            return Err(InputError::Duplicate {
-                id,
-                a: prev.ct.clone(),
-                b: path,
-            });
+            return Err(InputError::Duplicate { id, a: prev.ct.clone(), b: path });
         }
-        cases.insert(
-            id.clone(),
-            Case {
-                id,
-                dataset,
-                ct: path,
-                bindings,
-            },
-        );
+        cases.insert(id.clone(), Case { id, dataset, ct: path, bindings });
     }
     if cases.is_empty() {
-        return Err(InputError::NoCases {
-            template: p.templates.ct.as_str().to_string(),
-            root: root.clone(),
-        });
+        return Err(InputError::NoCases { template: p.templates.ct.as_str().to_string(), root: root.clone() });
     }
     Ok(cases.into_values().collect())
 }
 
 /// Reads `case_id,dataset` rows (header required; other columns ignored).
 fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, InputError> {
-    let err = |message: String| InputError::Metadata {
-        path: path.to_owned(),
-        message,
-    };
+    let err = |message: String| InputError::Metadata { path: path.to_owned(), message };
     let mut reader = csv::Reader::from_path(path).map_err(|e| err(e.to_string()))?;
     let headers = reader.headers().map_err(|e| err(e.to_string()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
@@ -147,35 +115,19 @@ impl Case {
     /// expected path; a missing label or revised mask means "not annotated" and is skipped.
     pub fn volumes(&self, p: &Pipeline) -> Result<Vec<VolumeRef>, String> {
         let root = &p.input.root;
-        let mut out = vec![VolumeRef {
-            role: Role::Ct,
-            group: "ct".into(),
-            path: self.ct.clone(),
-        }];
+        let mut out = vec![VolumeRef { role: Role::Ct, group: "ct".into(), path: self.ct.clone() }];
         let mut b = self.bindings.clone();
-        b.insert(
-            "dataset".into(),
-            self.bindings
-                .get("dataset")
-                .cloned()
-                .unwrap_or_else(|| self.dataset.clone()),
-        );
+        b.insert("dataset".into(), self.bindings.get("dataset").cloned().unwrap_or_else(|| self.dataset.clone()));
         if let Some(t) = &p.templates.prediction {
             for (mi, model) in p.input.models.iter().enumerate() {
                 for (ci, class) in p.input.classes.iter().enumerate() {
                     b.insert("model".into(), model.clone());
                     b.insert("class".into(), class.clone());
                     let path = t.find(root, &b).ok_or_else(|| {
-                        format!(
-                            "missing prediction of model {model} for class {class}: {}",
-                            t.fill(root, &b).display()
-                        )
+                        format!("missing prediction of model {model} for class {class}: {}", t.fill(root, &b).display())
                     })?;
                     out.push(VolumeRef {
-                        role: Role::Prediction {
-                            model: mi,
-                            class: ci,
-                        },
+                        role: Role::Prediction { model: mi, class: ci },
                         group: format!("predictions/{model}/{class}"),
                         path,
                     });
@@ -183,24 +135,13 @@ impl Case {
             }
         }
         b.remove("model");
-        for (tpl, prefix) in [
-            (&p.templates.label, "labels"),
-            (&p.templates.revised, "revised"),
-        ] {
+        for (tpl, prefix) in [(&p.templates.label, "labels"), (&p.templates.revised, "revised")] {
             let Some(t) = tpl else { continue };
             for (ci, class) in p.input.classes.iter().enumerate() {
                 b.insert("class".into(), class.clone());
                 if let Some(path) = t.find(root, &b) {
-                    let role = if prefix == "labels" {
-                        Role::Label { class: ci }
-                    } else {
-                        Role::Revised { class: ci }
-                    };
-                    out.push(VolumeRef {
-                        role,
-                        group: format!("{prefix}/{class}"),
-                        path,
-                    });
+                    let role = if prefix == "labels" { Role::Label { class: ci } } else { Role::Revised { class: ci } };
+                    out.push(VolumeRef { role, group: format!("{prefix}/{class}"), path });
                 }
             }
         }

@@ -30,9 +30,7 @@ impl Template {
             return Err("the template is empty".into());
         }
         if raw.starts_with('/') {
-            return Err(format!(
-                "'{raw}' is absolute; templates are relative to [input] root"
-            ));
+            return Err(format!("'{raw}' is absolute; templates are relative to [input] root"));
         }
         let mut components = Vec::new();
         for comp in raw.split('/') {
@@ -45,10 +43,7 @@ impl Template {
                 if open > 0 {
                     pieces.push(Piece::Lit(rest[..open].to_string()));
                 }
-                let close = rest[open..]
-                    .find('}')
-                    .ok_or_else(|| format!("'{raw}' has an unclosed '{{'"))?
-                    + open;
+                let close = rest[open..].find('}').ok_or_else(|| format!("'{raw}' has an unclosed '{{'"))? + open;
                 let name = &rest[open + 1..close];
                 if !PLACEHOLDERS.contains(&name) {
                     return Err(format!(
@@ -56,9 +51,7 @@ impl Template {
                     ));
                 }
                 if matches!(pieces.last(), Some(Piece::Var(_))) {
-                    return Err(format!(
-                        "'{raw}' has two placeholders with nothing between them"
-                    ));
+                    return Err(format!("'{raw}' has two placeholders with nothing between them"));
                 }
                 pieces.push(Piece::Var(name.to_string()));
                 rest = &rest[close + 1..];
@@ -71,10 +64,7 @@ impl Template {
             }
             components.push(pieces);
         }
-        Ok(Template {
-            raw: raw.to_string(),
-            components,
-        })
+        Ok(Template { raw: raw.to_string(), components })
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,10 +72,7 @@ impl Template {
     }
 
     pub fn uses(&self, name: &str) -> bool {
-        self.components
-            .iter()
-            .flatten()
-            .any(|p| matches!(p, Piece::Var(v) if v == name))
+        self.components.iter().flatten().any(|p| matches!(p, Piece::Var(v) if v == name))
     }
 
     /// The path for `bindings` under `root`; every placeholder used must be bound.
@@ -135,9 +122,7 @@ impl Template {
         let comp = &self.components[depth];
         // A component without placeholders needs no directory listing.
         if comp.iter().all(|p| matches!(p, Piece::Lit(_))) {
-            let Piece::Lit(name) = &comp[0] else {
-                unreachable!()
-            };
+            let Piece::Lit(name) = &comp[0] else { unreachable!() };
             let mut candidates = vec![name.clone()];
             if last && let Some(stem) = name.strip_suffix(".gz").filter(|s| s.ends_with(".nii")) {
                 candidates.push(stem.to_string());
@@ -194,14 +179,12 @@ impl Template {
 fn match_pieces(pieces: &[Piece], name: &str, bound: &mut Bindings) -> bool {
     match pieces.first() {
         None => name.is_empty(),
-        Some(Piece::Lit(l)) => name
-            .strip_prefix(l.as_str())
-            .is_some_and(|rest| match_pieces(&pieces[1..], rest, bound)),
+        Some(Piece::Lit(l)) => {
+            name.strip_prefix(l.as_str()).is_some_and(|rest| match_pieces(&pieces[1..], rest, bound))
+        }
         Some(Piece::Var(v)) => {
             if let Some(value) = bound.get(v).cloned() {
-                return name
-                    .strip_prefix(value.as_str())
-                    .is_some_and(|rest| match_pieces(&pieces[1..], rest, bound));
+                return name.strip_prefix(value.as_str()).is_some_and(|rest| match_pieces(&pieces[1..], rest, bound));
             }
             for end in (1..=name.len()).filter(|&e| name.is_char_boundary(e)) {
                 bound.insert(v.clone(), name[..end].to_string());
@@ -233,14 +216,8 @@ mod tests {
         touch(&t.path().join("ds2/X_10/other.nii.gz"));
         let tpl = Template::parse("{dataset}/{case}/ct.nii.gz").unwrap();
         let found = tpl.discover(t.path()).unwrap();
-        let ids: Vec<_> = found
-            .iter()
-            .map(|(_, b)| (b["dataset"].as_str(), b["case"].as_str()))
-            .collect();
-        assert_eq!(
-            ids,
-            [("ds1", "BDMAP_1"), ("ds1", "BDMAP_2"), ("ds2", "X_9")]
-        );
+        let ids: Vec<_> = found.iter().map(|(_, b)| (b["dataset"].as_str(), b["case"].as_str())).collect();
+        assert_eq!(ids, [("ds1", "BDMAP_1"), ("ds1", "BDMAP_2"), ("ds2", "X_9")]);
         assert!(found[1].0.ends_with("ds1/BDMAP_2/ct.nii"));
     }
 
@@ -260,19 +237,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         touch(&t.path().join("c1/predictions/unet/liver.nii"));
         let tpl = Template::parse("{case}/predictions/{model}/{class}.nii.gz").unwrap();
-        let b: Bindings = [("case", "c1"), ("model", "unet"), ("class", "liver")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .into();
+        let b: Bindings =
+            [("case", "c1"), ("model", "unet"), ("class", "liver")].map(|(k, v)| (k.to_string(), v.to_string())).into();
         assert!(tpl.find(t.path(), &b).unwrap().ends_with("liver.nii"));
     }
 
     #[test]
     fn bad_templates_are_explained() {
-        assert!(
-            Template::parse("{patient}/ct.nii.gz")
-                .unwrap_err()
-                .contains("{patient}")
-        );
+        assert!(Template::parse("{patient}/ct.nii.gz").unwrap_err().contains("{patient}"));
         assert!(Template::parse("/abs/{case}.nii").is_err());
         assert!(Template::parse("{case}{dataset}.nii").is_err());
         assert!(Template::parse("{case/ct.nii").is_err());

@@ -105,21 +105,14 @@ impl Header {
             *d = v as i16 as i64;
         }
         if !h.vox_offset.is_finite() || h.vox_offset < 0.0 || h.vox_offset.fract() != 0.0 {
-            return Err(NiftiError::Header(format!(
-                "vox_offset {} is not a byte offset",
-                h.vox_offset
-            )));
+            return Err(NiftiError::Header(format!("vox_offset {} is not a byte offset", h.vox_offset)));
         }
         let mut descrip = [0u8; 80];
         let n = h.descrip.len().min(80);
         descrip[..n].copy_from_slice(&h.descrip[..n]);
         Ok(Header {
             version: Version::Nifti1,
-            endian: if h.endianness == nifti::Endianness::Big {
-                Endian::Big
-            } else {
-                Endian::Little
-            },
+            endian: if h.endianness == nifti::Endianness::Big { Endian::Big } else { Endian::Little },
             dim_info: h.dim_info,
             dim,
             intent_p: [h.intent_p1 as f64, h.intent_p2 as f64, h.intent_p3 as f64],
@@ -129,11 +122,7 @@ impl Header {
             pixdim: h.pixdim.map(|v| v as f64),
             // A single-file NIfTI-1 with offset 0 means "right after the header" (nibabel fixes
             // it to 352 the same way).
-            vox_offset: if h.vox_offset == 0.0 {
-                352
-            } else {
-                h.vox_offset as u64
-            },
+            vox_offset: if h.vox_offset == 0.0 { 352 } else { h.vox_offset as u64 },
             scl_slope: h.scl_slope as f64,
             scl_inter: h.scl_inter as f64,
             slice_end: h.slice_end as i64,
@@ -149,20 +138,12 @@ impl Header {
             sform_code: h.sform_code as i32,
             quatern: [h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64],
             qoffset: [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64],
-            srow: [
-                h.srow_x.map(|v| v as f64),
-                h.srow_y.map(|v| v as f64),
-                h.srow_z.map(|v| v as f64),
-            ],
+            srow: [h.srow_x.map(|v| v as f64), h.srow_y.map(|v| v as f64), h.srow_z.map(|v| v as f64)],
             intent_name: h.intent_name,
         })
     }
 
-    fn parse_nifti2(
-        first: [u8; 4],
-        mut input: impl Read,
-        endian: Endian,
-    ) -> Result<Header, NiftiError> {
+    fn parse_nifti2(first: [u8; 4], mut input: impl Read, endian: Endian) -> Result<Header, NiftiError> {
         let mut b = [0u8; NIFTI2_HEADER_SIZE];
         b[..4].copy_from_slice(&first);
         read_exact(&mut input, &mut b[4..])?;
@@ -176,9 +157,7 @@ impl Header {
         let datatype = DataType::from_code(r.i16(12) as i32)?;
         let vox_offset = r.i64(168);
         if vox_offset < 0 {
-            return Err(NiftiError::Header(format!(
-                "vox_offset {vox_offset} is negative"
-            )));
+            return Err(NiftiError::Header(format!("vox_offset {vox_offset} is negative")));
         }
         Ok(Header {
             version: Version::Nifti2,
@@ -190,11 +169,7 @@ impl Header {
             datatype,
             slice_start: r.i64(224),
             pixdim: std::array::from_fn(|i| r.f64(104 + 8 * i)),
-            vox_offset: if vox_offset == 0 {
-                544
-            } else {
-                vox_offset as u64
-            },
+            vox_offset: if vox_offset == 0 { 544 } else { vox_offset as u64 },
             scl_slope: r.f64(176),
             scl_inter: r.f64(184),
             slice_end: r.i64(232),
@@ -218,16 +193,10 @@ impl Header {
     fn validate(&self) -> Result<(), NiftiError> {
         let ndim = self.dim[0];
         if !(1..=7).contains(&ndim) {
-            return Err(NiftiError::Header(format!(
-                "dim[0] = {ndim}, expected 1 to 7"
-            )));
+            return Err(NiftiError::Header(format!("dim[0] = {ndim}, expected 1 to 7")));
         }
         for axis in 1..=3 {
-            let n = if axis as i64 <= ndim {
-                self.dim[axis]
-            } else {
-                1
-            };
+            let n = if axis as i64 <= ndim { self.dim[axis] } else { 1 };
             if !(1..=MAX_AXIS).contains(&n) {
                 return Err(NiftiError::Header(format!(
                     "dim[{axis}] = {n}: each axis must be between 1 and {MAX_AXIS}"
@@ -244,19 +213,14 @@ impl Header {
         }
         let [nx, ny, nz] = self.shape();
         if (nx * ny) as i64 * nz as i64 > MAX_VOXELS {
-            return Err(NiftiError::Header(format!(
-                "{nx}×{ny}×{nz} voxels exceeds the limit of {MAX_VOXELS}"
-            )));
+            return Err(NiftiError::Header(format!("{nx}×{ny}×{nz} voxels exceeds the limit of {MAX_VOXELS}")));
         }
         let min_offset = match self.version {
             Version::Nifti1 => NIFTI1_HEADER_SIZE as u64,
             Version::Nifti2 => NIFTI2_HEADER_SIZE as u64,
         };
         if self.vox_offset < min_offset || self.vox_offset > 1 << 32 {
-            return Err(NiftiError::Header(format!(
-                "vox_offset {} is outside {min_offset}..2^32",
-                self.vox_offset
-            )));
+            return Err(NiftiError::Header(format!("vox_offset {} is outside {min_offset}..2^32", self.vox_offset)));
         }
         if self.scaling().is_some() && !self.scl_inter.is_finite() {
             return Err(NiftiError::Header(format!(
@@ -270,22 +234,14 @@ impl Header {
     /// `[nx, ny, nz]`, the file's fastest axis first.
     pub fn shape(&self) -> [usize; 3] {
         let d = |i: usize| {
-            if (i as i64) <= self.dim[0] {
-                self.dim[i].max(1) as usize
-            } else {
-                1
-            }
+            if (i as i64) <= self.dim[0] { self.dim[i].max(1) as usize } else { 1 }
         };
         [d(1), d(2), d(3)]
     }
 
     /// Voxel spacing in mm (`pixdim[1..=3]`, absolute values; units are taken as mm).
     pub fn spacing(&self) -> [f64; 3] {
-        [
-            self.pixdim[1].abs(),
-            self.pixdim[2].abs(),
-            self.pixdim[3].abs(),
-        ]
+        [self.pixdim[1].abs(), self.pixdim[2].abs(), self.pixdim[3].abs()]
     }
 
     pub fn voxel_volume_mm3(&self) -> f64 {
@@ -338,21 +294,9 @@ impl Header {
         // nibabel treats a tiny negative a² as zero.
         let a = if a2 < 0.0 { 0.0 } else { a2.sqrt() };
         let r = [
-            [
-                a * a + b * b - c * c - d * d,
-                2.0 * (b * c - a * d),
-                2.0 * (b * d + a * c),
-            ],
-            [
-                2.0 * (b * c + a * d),
-                a * a + c * c - b * b - d * d,
-                2.0 * (c * d - a * b),
-            ],
-            [
-                2.0 * (b * d - a * c),
-                2.0 * (c * d + a * b),
-                a * a + d * d - c * c - b * b,
-            ],
+            [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+            [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+            [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
         ];
         let qfac = if self.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
         let z = [self.pixdim[1], self.pixdim[2], self.pixdim[3] * qfac];
@@ -374,10 +318,7 @@ impl Header {
             return false;
         }
         let (a, b) = (self.affine(), other.affine());
-        a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
-            .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
+        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
     }
 
     /// A copy describing data of `datatype` with no scaling, as stored in a Zarr array `0`.
@@ -400,11 +341,7 @@ impl Header {
     /// grid fits its i16 dims, NIfTI-2 otherwise.
     pub fn to_bytes(&self) -> Vec<u8> {
         let v1 = self.version == Version::Nifti1 && self.dim.iter().all(|&d| d <= i16::MAX as i64);
-        if v1 {
-            self.to_nifti1_bytes()
-        } else {
-            self.to_nifti2_bytes()
-        }
+        if v1 { self.to_nifti1_bytes() } else { self.to_nifti2_bytes() }
     }
 
     fn to_nifti1_bytes(&self) -> Vec<u8> {
@@ -498,12 +435,7 @@ impl Header {
     }
 
     /// A fresh NIfTI-1 header for a 3-D volume (used by `synth` and exports).
-    pub fn new_3d(
-        shape: [usize; 3],
-        spacing: [f64; 3],
-        affine: [[f64; 4]; 3],
-        datatype: DataType,
-    ) -> Header {
+    pub fn new_3d(shape: [usize; 3], spacing: [f64; 3], affine: [[f64; 4]; 3], datatype: DataType) -> Header {
         let mut dim = [1i64; 8];
         dim[0] = 3;
         for i in 0..3 {
@@ -555,8 +487,7 @@ fn quaternion_from_affine(a: &[[f64; 4]; 3], spacing: [f64; 3]) -> ([f64; 3], [f
             r[i][j] = a[i][j] / spacing[j];
         }
     }
-    let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
-        - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+    let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1]) - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
         + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
     let qfac = if det < 0.0 { -1.0 } else { 1.0 };
     if qfac < 0.0 {
@@ -594,18 +525,12 @@ fn quaternion_from_affine(a: &[[f64; 4]; 3], spacing: [f64; 3]) -> ([f64; 3], [f
     }
     // NIfTI requires a ≥ 0.
     let sign = if qa < 0.0 { -1.0 } else { 1.0 };
-    (
-        [qb * sign, qc * sign, qd * sign],
-        [a[0][3], a[1][3], a[2][3]],
-        qfac,
-    )
+    ([qb * sign, qc * sign, qd * sign], [a[0][3], a[1][3], a[2][3]], qfac)
 }
 
 fn read_exact(input: &mut impl Read, buf: &mut [u8]) -> Result<(), NiftiError> {
     input.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            NiftiError::Truncated("the header is cut short".into())
-        }
+        std::io::ErrorKind::UnexpectedEof => NiftiError::Truncated("the header is cut short".into()),
         _ => NiftiError::Io(e),
     })
 }
@@ -657,11 +582,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Header {
-        let affine = [
-            [-0.75, 0.0, 0.0, 100.0],
-            [0.0, -0.75, 0.0, 50.0],
-            [0.0, 0.0, 2.5, -30.0],
-        ];
+        let affine = [[-0.75, 0.0, 0.0, 100.0], [0.0, -0.75, 0.0, 50.0], [0.0, 0.0, 2.5, -30.0]];
         Header::new_3d([64, 48, 20], [0.75, 0.75, 2.5], affine, DataType::I16)
     }
 
@@ -717,10 +638,7 @@ mod tests {
         let err = Header::parse(&b"GIF89a this is not a nifti file at all"[..]).unwrap_err();
         assert!(matches!(err, NiftiError::NotNifti(_)), "{err}");
         let err = Header::parse(&[0x5c, 0x01, 0, 0, 1, 2][..]).unwrap_err();
-        assert!(
-            matches!(err, NiftiError::Header(_) | NiftiError::Truncated(_)),
-            "{err}"
-        );
+        assert!(matches!(err, NiftiError::Header(_) | NiftiError::Truncated(_)), "{err}");
     }
 
     #[test]

@@ -48,10 +48,7 @@ impl NiftiError {
     pub fn at(self, path: impl Into<PathBuf>) -> NiftiError {
         match self {
             e @ NiftiError::At { .. } => e,
-            e => NiftiError::At {
-                path: path.into(),
-                source: Box::new(e),
-            },
+            e => NiftiError::At { path: path.into(), source: Box::new(e) },
         }
     }
 }

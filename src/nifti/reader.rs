@@ -23,10 +23,7 @@ const GZ_BUFFER: usize = 1 << 18;
 
 enum Source {
     Mapped(Mmap),
-    Gzip {
-        stream: Box<MultiGzDecoder<BufReader<File>>>,
-        raw: Vec<u8>,
-    },
+    Gzip { stream: Box<MultiGzDecoder<BufReader<File>>>, raw: Vec<u8> },
 }
 
 pub struct VolumeReader {
@@ -51,32 +48,21 @@ impl VolumeReader {
         drop(file);
         if n == 2 && magic == [0x1f, 0x8b] {
             let file = File::open(path)?;
-            let mut stream = Box::new(MultiGzDecoder::new(BufReader::with_capacity(
-                GZ_BUFFER, file,
-            )));
+            let mut stream = Box::new(MultiGzDecoder::new(BufReader::with_capacity(GZ_BUFFER, file)));
             let header = Header::parse(&mut *stream).map_err(gz_error)?;
             let header_size = match header.version {
                 super::Version::Nifti1 => 348u64,
                 super::Version::Nifti2 => 540,
             };
             let skip = header.vox_offset - header_size;
-            let skipped = std::io::copy(&mut (&mut *stream).take(skip), &mut std::io::sink())
-                .map_err(gz_io)?;
+            let skipped = std::io::copy(&mut (&mut *stream).take(skip), &mut std::io::sink()).map_err(gz_io)?;
             if skipped != skip {
                 return Err(NiftiError::Truncated(format!(
                     "the file ends before the voxel data at byte {}",
                     header.vox_offset
                 )));
             }
-            Ok(VolumeReader {
-                path: path.to_owned(),
-                header,
-                source: Source::Gzip {
-                    stream,
-                    raw: Vec::new(),
-                },
-                z: 0,
-            })
+            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Gzip { stream, raw: Vec::new() }, z: 0 })
         } else {
             let file = File::open(path)?;
             // SAFETY: the map is read-only; slabflow never writes its inputs. A file truncated by
@@ -94,12 +80,7 @@ impl VolumeReader {
                     map.len()
                 )));
             }
-            Ok(VolumeReader {
-                path: path.to_owned(),
-                header,
-                source: Source::Mapped(map),
-                z: 0,
-            })
+            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Mapped(map), z: 0 })
         }
     }
 
@@ -152,8 +133,7 @@ impl VolumeReader {
                 if self.z + nz == self.header.shape()[2] {
                     // Read through the end so the gzip trailers (CRC-32 and length) are checked:
                     // corrupt data must not pass for a volume.
-                    std::io::copy(stream, &mut std::io::sink())
-                        .map_err(|e| gz_io(e).at(&self.path))?;
+                    std::io::copy(stream, &mut std::io::sink()).map_err(|e| gz_io(e).at(&self.path))?;
                 }
             }
         }
@@ -176,12 +156,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// flate2 reports corrupt deflate data as `InvalidInput`/`InvalidData` io errors.
 fn gz_io(e: std::io::Error) -> NiftiError {
     match e.kind() {
-        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
-            NiftiError::Gzip(e.to_string())
-        }
-        std::io::ErrorKind::UnexpectedEof => {
-            NiftiError::Truncated("the gzip stream ends early".into())
-        }
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => NiftiError::Gzip(e.to_string()),
+        std::io::ErrorKind::UnexpectedEof => NiftiError::Truncated("the gzip stream ends early".into()),
         _ => NiftiError::Io(e),
     }
 }
@@ -190,9 +166,7 @@ fn gz_error(e: NiftiError) -> NiftiError {
     match e {
         NiftiError::Io(io) => gz_io(io),
         // The `nifti` crate flattens io errors into its own type; a corrupt stream shows up there.
-        NiftiError::Header(msg) if msg.contains("deflate") || msg.contains("corrupt") => {
-            NiftiError::Gzip(msg)
-        }
+        NiftiError::Header(msg) if msg.contains("deflate") || msg.contains("corrupt") => NiftiError::Gzip(msg),
         e => e,
     }
 }

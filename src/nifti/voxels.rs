@@ -231,10 +231,7 @@ impl Voxels {
         fn go<T: Voxel>(v: &[T], scaling: Option<(f64, f64)>, out: &mut [f64]) {
             match scaling {
                 None => out.iter_mut().zip(v).for_each(|(o, &x)| *o = x.to_f64()),
-                Some((s, i)) => out
-                    .iter_mut()
-                    .zip(v)
-                    .for_each(|(o, &x)| *o = x.to_f64() * s + i),
+                Some((s, i)) => out.iter_mut().zip(v).for_each(|(o, &x)| *o = x.to_f64() * s + i),
             }
         }
         with_voxels!(self, v => go(v, scaling, out))

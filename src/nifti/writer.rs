@@ -29,10 +29,7 @@ impl VolumeWriter {
         let mut h = header.clone();
         h.version = Version::Nifti1;
         h.vox_offset = 352;
-        let file = BufWriter::with_capacity(
-            1 << 20,
-            File::create(path).map_err(|e| NiftiError::Io(e).at(path))?,
-        );
+        let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| NiftiError::Io(e).at(path))?);
         let mut sink = if path.extension().is_some_and(|e| e == "gz") {
             Sink::Gzip(GzEncoder::new(file, Compression::new(level)))
         } else {
@@ -41,12 +38,7 @@ impl VolumeWriter {
         let mut bytes = h.to_bytes();
         bytes.extend_from_slice(&[0, 0, 0, 0]); // no extensions
         write(&mut sink, &bytes).map_err(|e| e.at(path))?;
-        Ok(VolumeWriter {
-            path: path.to_owned(),
-            sink,
-            slice_bytes: h.slice_bytes(),
-            slices_left: h.shape()[2],
-        })
+        Ok(VolumeWriter { path: path.to_owned(), sink, slice_bytes: h.slice_bytes(), slices_left: h.shape()[2] })
     }
 
     /// Appends one z-slice of little-endian bytes (`nx * ny * size`).
@@ -58,12 +50,7 @@ impl VolumeWriter {
     }
 
     pub fn finish(self) -> Result<(), NiftiError> {
-        assert_eq!(
-            self.slices_left,
-            0,
-            "{}: fewer slices than the header says",
-            self.path.display()
-        );
+        assert_eq!(self.slices_left, 0, "{}: fewer slices than the header says", self.path.display());
         let r = match self.sink {
             Sink::Plain(mut f) => f.flush(),
             Sink::Gzip(g) => g.finish().and_then(|mut f| f.flush()),

@@ -23,11 +23,7 @@ pub struct Reservation<'a> {
 
 impl MemoryBudget {
     pub fn new(limit: u64) -> MemoryBudget {
-        MemoryBudget {
-            available: limit.saturating_sub(BASE_BYTES),
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-        }
+        MemoryBudget { available: limit.saturating_sub(BASE_BYTES), used: Mutex::new(0), freed: Condvar::new() }
     }
 
     /// Bytes cases may reserve in total.
@@ -45,10 +41,7 @@ impl MemoryBudget {
             used = self.freed.wait(used).unwrap();
         }
         *used += bytes;
-        Ok(Reservation {
-            budget: self,
-            bytes,
-        })
+        Ok(Reservation { budget: self, bytes })
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Invariants:
 //! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (channel capacity + one being read +
-//!   one being written); buffers are recycled, so a case allocates them once;
+//!   two being written concurrently);
+//!   buffers are recycled, so a case allocates them once;
 //! - [`case_memory`] is the bound the budget reserves, computed from the headers alone;
 //! - nothing is written before every file of the case has opened and matched the CT's grid.
 
@@ -23,8 +24,8 @@ use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
 
 /// Capacity of the reader → writer channel.
 pub const CHANNEL_CAPACITY: usize = 1;
-/// Slab sets alive at once: the channel's, one being filled, one being written.
-pub const SLABS_IN_FLIGHT: usize = CHANNEL_CAPACITY + 2;
+/// Slab sets alive at once: the channel's, one being filled, two being written.
+pub const SLABS_IN_FLIGHT: usize = CHANNEL_CAPACITY + 3;
 
 /// What a finished case reports.
 #[derive(Debug, Clone, Default)]
@@ -45,11 +46,7 @@ fn slab_bytes(h: &Header, depth: usize) -> u64 {
 /// gzip readers' raw slab and buffers, and per-write scratch (conversion, padding, zstd output).
 pub fn case_memory(headers: &[Header], depth: usize) -> u64 {
     let slabs: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
-    let largest = headers
-        .iter()
-        .map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8)
-        .max()
-        .unwrap_or(0);
+    let largest = headers.iter().map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8).max().unwrap_or(0);
     let per_reader = 320 << 10;
     SLABS_IN_FLIGHT as u64 * slabs
         + slabs
@@ -65,11 +62,7 @@ pub fn case_memory(headers: &[Header], depth: usize) -> u64 {
 pub fn ct_storage(h: &Header) -> DataType {
     let scaling = h.scaling();
     if !h.datatype.is_integer() {
-        return if h.datatype == DataType::F32 && scaling.is_none() {
-            DataType::F32
-        } else {
-            DataType::F64
-        };
+        return if h.datatype == DataType::F32 && scaling.is_none() { DataType::F32 } else { DataType::F64 };
     }
     let (lo, hi) = h.datatype.range();
     let (s, i) = scaling.unwrap_or((1.0, 0.0));
@@ -78,11 +71,7 @@ pub fn ct_storage(h: &Header) -> DataType {
     }
     let (a, b) = (lo * s + i, hi * s + i);
     let within = |v: f64, lim: f64| v.abs() <= lim;
-    if within(a, 32768.0)
-        && within(b, 32768.0)
-        && a.min(b) >= i16::MIN as f64
-        && a.max(b) <= i16::MAX as f64
-    {
+    if within(a, 32768.0) && within(b, 32768.0) && a.min(b) >= i16::MIN as f64 && a.max(b) <= i16::MAX as f64 {
         DataType::I16
     } else if within(a, 16_777_216.0) && within(b, 16_777_216.0) {
         DataType::F32
@@ -123,12 +112,7 @@ struct Sink {
 }
 
 /// Streams `case` into `<out>/cases/<id>.zarr`.
-pub fn convert_case(
-    case: &Case,
-    p: &Pipeline,
-    out_dir: &Path,
-    budget: &MemoryBudget,
-) -> Result<CaseReport, String> {
+pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
     let (vols, mut readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
@@ -144,30 +128,22 @@ pub fn convert_case(
         )
     })?;
 
-    let opts = ZarrOptions {
-        slab_depth: depth,
-        zstd_level: p.output.zstd_level,
-        subchunks: p.output.subchunks,
-    };
+    let (codec, level) = p.output.codec();
+    let opts = ZarrOptions { slab_depth: depth, codec, level, subchunks: p.output.subchunks };
     let mut attrs = serde_json::Map::new();
     attrs.insert(
         "slabflow".into(),
         json!({"case_id": case.id, "dataset": case.dataset, "version": env!("CARGO_PKG_VERSION")}),
     );
-    let store = CaseStore::create(
-        &out_dir.join("cases").join(format!("{}.zarr", case.id)),
-        attrs,
-    )
-    .map_err(|e| e.to_string())?;
+    let store = CaseStore::create(&out_dir.join("cases").join(format!("{}.zarr", case.id)), attrs)
+        .map_err(|e| e.to_string())?;
     let mut sinks = Vec::with_capacity(vols.len());
     for (v, h) in vols.iter().zip(&headers) {
         let sink = if v.role == Role::Ct {
             let stored = ct_storage(h);
             let header = h.with_stored(stored, true);
             Sink {
-                writer: store
-                    .image(&v.group, &header, stored, -1024.0, &opts)
-                    .map_err(|e| e.to_string())?,
+                writer: store.image(&v.group, &header, stored, -1024.0, &opts).map_err(|e| e.to_string())?,
                 ct_scaling: Some(h.scaling()),
             }
         } else {
@@ -175,9 +151,7 @@ pub fn convert_case(
             // nifti-zarr does; zarr2nii then returns them unscaled.
             let header = h.with_stored(h.datatype, false);
             Sink {
-                writer: store
-                    .image(&v.group, &header, h.datatype, 0.0, &opts)
-                    .map_err(|e| e.to_string())?,
+                writer: store.image(&v.group, &header, h.datatype, 0.0, &opts).map_err(|e| e.to_string())?,
                 ct_scaling: None,
             }
         };
@@ -188,19 +162,11 @@ pub fn convert_case(
     let depth = sinks[0].writer.slab_depth();
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let mut report = CaseReport {
-        volumes: vols.len(),
-        ..Default::default()
-    };
+    let mut report = CaseReport { volumes: vols.len(), ..Default::default() };
     std::thread::scope(|s| -> Result<(), String> {
         let reader = s.spawn(move || -> Result<(), String> {
             let mut spare = (0..SLABS_IN_FLIGHT)
-                .map(|_| {
-                    readers
-                        .iter()
-                        .map(|r| Voxels::empty(r.header().datatype))
-                        .collect::<Vec<_>>()
-                })
+                .map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>())
                 .collect::<Vec<_>>();
             for z0 in (0..nz).step_by(depth) {
                 let n = depth.min(nz - z0);
@@ -221,28 +187,33 @@ pub fn convert_case(
             }
             Ok(())
         });
-        let mut result = Ok(());
-        for (z0, bufs) in rx.iter() {
-            let written: Result<(), String> = sinks
-                .par_iter()
-                .zip(&bufs)
-                .try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
-            if let Err(e) = written {
-                result = Err(e);
-                break;
+        // Slabs are written concurrently on the rayon pool (zstd is the costliest step), at
+        // most SLABS_IN_FLIGHT at once since each holds one of the recycled buffer sets.
+        let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        rayon::in_place_scope(|rs| {
+            for (z0, bufs) in rx.iter() {
+                if failed.lock().unwrap().is_some() {
+                    break;
+                }
+                report.slabs += 1;
+                report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
+                let (sinks, failed, recycle_tx) = (&sinks, &failed, &recycle_tx);
+                rs.spawn(move |_| {
+                    let written = sinks.par_iter().zip(&bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
+                    if let Err(e) = written {
+                        failed.lock().unwrap().get_or_insert(e);
+                    }
+                    let _ = recycle_tx.send(bufs);
+                });
             }
-            report.slabs += 1;
-            report.bytes += bufs
-                .iter()
-                .map(|b| (b.len() * b.datatype().size()) as u64)
-                .sum::<u64>();
-            let _ = recycle_tx.send(bufs);
-        }
-        drop(rx);
+            drop(rx);
+        });
         drop(recycle_tx);
-        let read = reader
-            .join()
-            .map_err(|_| "the reader thread panicked".to_string())?;
+        let result = match failed.into_inner().unwrap() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
         read.and(result)
     })?;
     Ok(report)
@@ -279,16 +250,8 @@ mod tests {
     use super::*;
 
     fn header(dt: DataType, slope: f64, inter: f64) -> Header {
-        let mut h = Header::new_3d(
-            [4, 4, 4],
-            [1.0; 3],
-            [
-                [1.0, 0.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0, 0.0],
-                [0.0, 0.0, 1.0, 0.0],
-            ],
-            dt,
-        );
+        let mut h =
+            Header::new_3d([4, 4, 4], [1.0; 3], [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], dt);
         h.scl_slope = slope;
         h.scl_inter = inter;
         h
@@ -297,15 +260,9 @@ mod tests {
     #[test]
     fn ct_storage_is_the_smallest_exact_type() {
         assert_eq!(ct_storage(&header(DataType::I16, 1.0, 0.0)), DataType::I16);
-        assert_eq!(
-            ct_storage(&header(DataType::U8, 1.0, -1024.0)),
-            DataType::I16
-        );
+        assert_eq!(ct_storage(&header(DataType::U8, 1.0, -1024.0)), DataType::I16);
         assert_eq!(ct_storage(&header(DataType::I16, 0.0, 0.0)), DataType::I16);
-        assert_eq!(
-            ct_storage(&header(DataType::U16, 1.0, -1024.0)),
-            DataType::F32
-        );
+        assert_eq!(ct_storage(&header(DataType::U16, 1.0, -1024.0)), DataType::F32);
         assert_eq!(ct_storage(&header(DataType::I16, 0.5, 0.0)), DataType::F64);
         assert_eq!(ct_storage(&header(DataType::F32, 1.0, 0.0)), DataType::F32);
         assert_eq!(ct_storage(&header(DataType::F32, 2.0, 0.0)), DataType::F64);

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::input::Template;
 use crate::stages;
+use crate::zarr::Codec;
 
 /// Every problem found in a pipeline file, reported together.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +44,25 @@ pub struct InputConfig {
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     pub dir: PathBuf,
-    /// zstd level of every Zarr chunk.
-    #[serde(default = "default_zstd_level")]
-    pub zstd_level: i32,
+    /// Chunk codec: "blosc-zstd" (default), "blosc-lz4", "zstd" or "none".
+    #[serde(default = "default_codec")]
+    pub codec: String,
+    /// Codec level; default: the codec's own (see `zarr::Codec::default_level`).
+    pub level: Option<i32>,
     /// Optional sharding: sub-chunk shape `[z, y, x]` inside each slab-sized shard.
     pub subchunks: Option<[u64; 3]>,
 }
 
-fn default_zstd_level() -> i32 {
-    3
+fn default_codec() -> String {
+    "blosc-zstd".into()
+}
+
+impl OutputConfig {
+    /// The chunk codec and its level (validated by [`Pipeline::parse`]).
+    pub fn codec(&self) -> (Codec, i32) {
+        let codec = Codec::parse(&self.codec).unwrap_or(Codec::BloscZstd);
+        (codec, self.level.unwrap_or(codec.default_level()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,11 +89,7 @@ fn default_slab_depth() -> usize {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
-            memory_limit: default_memory_limit(),
-            slab_depth: default_slab_depth(),
-            workers: 0,
-        }
+        RuntimeConfig { memory_limit: default_memory_limit(), slab_depth: default_slab_depth(), workers: 0 }
     }
 }
 
@@ -132,26 +139,17 @@ impl Pipeline {
     /// Reads and validates `file`; relative `root`/`dir` are taken relative to the current
     /// directory, as a user typing paths next to the file expects.
     pub fn load(file: &Path, overrides: &Overrides) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            problems: vec![format!("cannot read the file: {e}")],
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![format!("cannot read the file: {e}")] })?;
         Pipeline::parse(file, &text, overrides)
     }
 
     pub fn parse(file: &Path, text: &str, overrides: &Overrides) -> Result<Pipeline, ConfigError> {
-        let fail = |problems: Vec<String>| ConfigError {
-            file: file.to_owned(),
-            problems,
-        };
-        let mut raw: RawPipeline =
-            toml::from_str(text).map_err(|e| fail(vec![toml_message(&e)]))?;
+        let fail = |problems: Vec<String>| ConfigError { file: file.to_owned(), problems };
+        let mut raw: RawPipeline = toml::from_str(text).map_err(|e| fail(vec![toml_message(&e)]))?;
         let mut problems = Vec::new();
         if raw.version != 1 {
-            problems.push(format!(
-                "version = {}: this slabflow reads version = 1",
-                raw.version
-            ));
+            problems.push(format!("version = {}: this slabflow reads version = 1", raw.version));
         }
         if let Some(i) = &overrides.input {
             raw.input.root = i.clone();
@@ -162,32 +160,29 @@ impl Pipeline {
         if let Some(m) = &overrides.memory_limit {
             raw.runtime.memory_limit = m.clone();
         }
-        let mut template = |key: &str,
-                            value: Option<&String>,
-                            required: &[&str],
-                            allowed: &[&str]|
-         -> Option<Template> {
-            let value = value?;
-            match Template::parse(value) {
-                Ok(t) => {
-                    for r in required {
-                        if !t.uses(r) {
-                            problems.push(format!("input.{key} = \"{value}\" must use {{{r}}}"));
+        let mut template =
+            |key: &str, value: Option<&String>, required: &[&str], allowed: &[&str]| -> Option<Template> {
+                let value = value?;
+                match Template::parse(value) {
+                    Ok(t) => {
+                        for r in required {
+                            if !t.uses(r) {
+                                problems.push(format!("input.{key} = \"{value}\" must use {{{r}}}"));
+                            }
                         }
-                    }
-                    for p in crate::input::PLACEHOLDERS {
-                        if t.uses(p) && !allowed.contains(p) {
-                            problems.push(format!("input.{key} = \"{value}\" cannot use {{{p}}}"));
+                        for p in crate::input::PLACEHOLDERS {
+                            if t.uses(p) && !allowed.contains(p) {
+                                problems.push(format!("input.{key} = \"{value}\" cannot use {{{p}}}"));
+                            }
                         }
+                        Some(t)
                     }
-                    Some(t)
+                    Err(e) => {
+                        problems.push(format!("input.{key}: {e}"));
+                        None
+                    }
                 }
-                Err(e) => {
-                    problems.push(format!("input.{key}: {e}"));
-                    None
-                }
-            }
-        };
+            };
         let ct = template("ct", Some(&raw.input.ct), &["case"], &["case", "dataset"]);
         let prediction = template(
             "prediction",
@@ -195,40 +190,21 @@ impl Pipeline {
             &["model", "class"],
             &["case", "dataset", "model", "class"],
         );
-        let label = template(
-            "label",
-            raw.input.label.as_ref(),
-            &["class"],
-            &["case", "dataset", "class"],
-        );
-        let revised = template(
-            "revised",
-            raw.input.revised.as_ref(),
-            &["class"],
-            &["case", "dataset", "class"],
-        );
+        let label = template("label", raw.input.label.as_ref(), &["class"], &["case", "dataset", "class"]);
+        let revised = template("revised", raw.input.revised.as_ref(), &["class"], &["case", "dataset", "class"]);
         if raw.input.prediction.is_some() && raw.input.models.is_empty() {
-            problems
-                .push("input.models is empty but input.prediction is set: list the models".into());
+            problems.push("input.models is empty but input.prediction is set: list the models".into());
         }
-        if (raw.input.prediction.is_some()
-            || raw.input.label.is_some()
-            || raw.input.revised.is_some())
+        if (raw.input.prediction.is_some() || raw.input.label.is_some() || raw.input.revised.is_some())
             && raw.input.classes.is_empty()
         {
-            problems
-                .push("input.classes is empty: list the classes the templates range over".into());
+            problems.push("input.classes is empty: list the classes the templates range over".into());
         }
-        for (key, list) in [
-            ("models", &raw.input.models),
-            ("classes", &raw.input.classes),
-        ] {
+        for (key, list) in [("models", &raw.input.models), ("classes", &raw.input.classes)] {
             let mut seen = std::collections::BTreeSet::new();
             for name in list.iter() {
                 if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-                    problems.push(format!(
-                        "input.{key}: \"{name}\" is not usable as a file or group name"
-                    ));
+                    problems.push(format!("input.{key}: \"{name}\" is not usable as a file or group name"));
                 }
                 if !seen.insert(name) {
                     problems.push(format!("input.{key}: \"{name}\" is listed twice"));
@@ -243,16 +219,25 @@ impl Pipeline {
             }
         };
         if raw.runtime.slab_depth == 0 || raw.runtime.slab_depth > 4096 {
-            problems.push(format!(
-                "runtime.slab_depth = {}: use 1 to 4096 slices",
-                raw.runtime.slab_depth
-            ));
+            problems.push(format!("runtime.slab_depth = {}: use 1 to 4096 slices", raw.runtime.slab_depth));
         }
-        if !(-7..=22).contains(&raw.output.zstd_level) {
-            problems.push(format!(
-                "output.zstd_level = {}: zstd levels are -7 to 22",
-                raw.output.zstd_level
-            ));
+        match Codec::parse(&raw.output.codec) {
+            None => problems.push(format!(
+                "output.codec = \"{}\": use one of {}",
+                raw.output.codec,
+                Codec::NAMES.join(", ")
+            )),
+            Some(c) => {
+                let level = raw.output.level.unwrap_or(c.default_level());
+                if !c.levels().contains(&level) {
+                    problems.push(format!(
+                        "output.level = {level}: {} takes levels {} to {}",
+                        raw.output.codec,
+                        c.levels().start(),
+                        c.levels().end()
+                    ));
+                }
+            }
         }
         if let Some(s) = raw.output.subchunks
             && s.contains(&0)
@@ -270,12 +255,7 @@ impl Pipeline {
             output: raw.output,
             runtime: raw.runtime,
             memory_limit,
-            templates: Templates {
-                ct: ct.unwrap(),
-                prediction,
-                label,
-                revised,
-            },
+            templates: Templates { ct: ct.unwrap(), prediction, label, revised },
             stages,
         })
     }
@@ -293,13 +273,9 @@ fn toml_message(e: &toml::de::Error) -> String {
 /// KB/MB/GB/TB = powers of 1000).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a size like \"1GiB\" or \"512MiB\""))?;
+    let n: f64 = num.parse().map_err(|_| format!("\"{s}\" is not a size like \"1GiB\" or \"512MiB\""))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kib" => 1024.0,
@@ -311,9 +287,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "gb" => 1e9,
         "tb" => 1e12,
         other => {
-            return Err(format!(
-                "unknown unit \"{other}\" in \"{s}\"; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
-            ));
+            return Err(format!("unknown unit \"{other}\" in \"{s}\"; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"));
         }
     };
     Ok((n * mult) as u64)
@@ -328,11 +302,7 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.2} {}", units[u])
-    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.2} {}", units[u]) }
 }
 
 #[cfg(test)]
@@ -366,14 +336,9 @@ slab_depth = 0
 "#;
         let err = Pipeline::parse(Path::new("p.toml"), text, &Overrides::default()).unwrap_err();
         let all = err.to_string();
-        for needle in [
-            "version = 2",
-            "{patient}",
-            "must use {class}",
-            "input.models is empty",
-            "memory_limit",
-            "slab_depth",
-        ] {
+        for needle in
+            ["version = 2", "{patient}", "must use {class}", "input.models is empty", "memory_limit", "slab_depth"]
+        {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
     }

@@ -57,9 +57,7 @@ impl RunSummary {
             self.cases,
             secs,
             human_bytes((self.bytes as f64 / secs.max(1e-9)) as u64),
-            self.peak_rss
-                .map(|b| format!(", peak memory {}", human_bytes(b)))
-                .unwrap_or_default(),
+            self.peak_rss.map(|b| format!(", peak memory {}", human_bytes(b))).unwrap_or_default(),
             self.output.display()
         );
         for (id, err) in self.failures.iter().take(10) {
@@ -84,11 +82,7 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
         .find_map(|c| case::open_case(c, p).ok())
         .map(|(_, readers)| readers.iter().map(|r| r.header().clone()).collect())
         .unwrap_or_default();
-    let per_case = if headers.is_empty() {
-        0
-    } else {
-        case::case_memory(&headers, p.runtime.slab_depth)
-    };
+    let per_case = if headers.is_empty() { 0 } else { case::case_memory(&headers, p.runtime.slab_depth) };
     if per_case > budget.available() {
         return Err(RunError::Plan(format!(
             "memory_limit {} is too small: one case ({:?} voxels, {} volumes, slabs of {} slices) needs {} plus {} for the process; raise [runtime] memory_limit (or --memory-limit) or lower [runtime] slab_depth",
@@ -100,18 +94,9 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
             human_bytes(crate::pipeline::budget::BASE_BYTES),
         )));
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let wanted = if p.runtime.workers == 0 {
-        cores
-    } else {
-        p.runtime.workers
-    };
-    let workers = wanted
-        .min(cases.len())
-        .min((budget.available() / per_case.max(1)).max(1) as usize)
-        .max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let wanted = if p.runtime.workers == 0 { cores } else { p.runtime.workers };
+    let workers = wanted.min(cases.len()).min((budget.available() / per_case.max(1)).max(1) as usize).max(1);
     tracing::info!(
         cases = cases.len(),
         workers,
@@ -125,10 +110,7 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     );
 
     let out = &p.output.dir;
-    std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io {
-        path: out.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
     let _lock = lock_output(out)?;
 
     let next = AtomicUsize::new(0);
@@ -176,26 +158,14 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     })
 }
 
-fn run_case(
-    c: &Case,
-    p: &Pipeline,
-    out: &Path,
-    budget: &MemoryBudget,
-) -> Result<CaseReport, String> {
+fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
     // A panic in one case (a bug) must not take the corpus down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        case::convert_case(c, p, out, budget)
-    }))
-    .unwrap_or_else(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-        Err(format!(
-            "internal error (please report): {}",
-            msg.unwrap_or_default()
-        ))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::convert_case(c, p, out, budget))).unwrap_or_else(
+        |e| {
+            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
+        },
+    )
 }
 
 fn lock_output(dir: &Path) -> Result<File, RunError> {
@@ -205,16 +175,10 @@ fn lock_output(dir: &Path) -> Result<File, RunError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| RunError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(|source| RunError::Io { path: path.clone(), source })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked {
-            dir: dir.to_owned(),
-            lock: path,
-        }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
         Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
     }
 }
@@ -222,19 +186,14 @@ fn lock_output(dir: &Path) -> Result<File, RunError> {
 /// Writes `failures.csv` (`case_id,error`, sorted by case id) atomically.
 fn write_failures(out: &Path, failures: &[(String, String)]) -> Result<(), RunError> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let io = |e: csv::Error| RunError::Io {
-        path: out.join("failures.csv"),
-        source: e.into(),
-    };
+    let io = |e: csv::Error| RunError::Io { path: out.join("failures.csv"), source: e.into() };
     w.write_record(["case_id", "error"]).map_err(io)?;
     for (id, e) in failures {
         w.write_record([id, e]).map_err(io)?;
     }
     let bytes = w.into_inner().map_err(|e| io(e.into_error().into()))?;
-    write_atomic(&out.join("failures.csv"), &bytes).map_err(|source| RunError::Io {
-        path: out.join("failures.csv"),
-        source,
-    })
+    write_atomic(&out.join("failures.csv"), &bytes)
+        .map_err(|source| RunError::Io { path: out.join("failures.csv"), source })
 }
 
 /// temp file + fsync + rename: a reader sees the old file or the new one, never half of one.

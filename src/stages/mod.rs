@@ -23,11 +23,7 @@ pub struct StageKind {
 pub const REGISTRY: &[StageKind] = &[];
 
 /// Builds every `[[stages]]` table, pushing each problem (prefixed with `stages[i]`) to `problems`.
-pub fn build_all(
-    tables: &[toml::Table],
-    input: &InputConfig,
-    problems: &mut Vec<String>,
-) -> Vec<StageConfig> {
+pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec<String>) -> Vec<StageConfig> {
     let mut out = Vec::new();
     for (i, table) in tables.iter().enumerate() {
         let Some(kind) = table.get("kind").and_then(|k| k.as_str()) else {
@@ -37,9 +33,7 @@ pub fn build_all(
         match REGISTRY.iter().find(|k| k.kind == kind) {
             Some(k) => match (k.build)(table, input) {
                 Ok(c) => out.push(c),
-                Err(es) => {
-                    problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}")))
-                }
+                Err(es) => problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}"))),
             },
             None => {
                 let known: Vec<_> = REGISTRY.iter().map(|k| k.kind).collect();

@@ -17,17 +17,8 @@ use rayon::prelude::*;
 use crate::nifti::{DataType, Header, NiftiError, VolumeWriter};
 
 pub const MODELS: [&str; 3] = ["swin_unetr", "nnunet", "unet"];
-pub const CLASSES: [&str; 9] = [
-    "spleen",
-    "kidney_right",
-    "kidney_left",
-    "gall_bladder",
-    "liver",
-    "stomach",
-    "aorta",
-    "postcava",
-    "pancreas",
-];
+pub const CLASSES: [&str; 9] =
+    ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"];
 pub const DATASETS: [&str; 4] = ["BTCV", "FLARE22", "KiTS", "MSD-Pancreas"];
 
 /// Normalised ellipsoid: centre, radii (x, y, z in [-1, 1] over the field of view) and HU.
@@ -40,51 +31,15 @@ struct Organ {
 
 /// Anatomy in the order of [`CLASSES`].
 const ORGANS: [Organ; 9] = [
-    Organ {
-        c: [0.50, 0.15, 0.30],
-        r: [0.15, 0.20, 0.22],
-        hu: 50.0,
-    }, // spleen
-    Organ {
-        c: [-0.35, 0.35, -0.10],
-        r: [0.11, 0.13, 0.24],
-        hu: 150.0,
-    }, // kidney_right
-    Organ {
-        c: [0.35, 0.35, -0.05],
-        r: [0.11, 0.13, 0.24],
-        hu: 150.0,
-    }, // kidney_left
-    Organ {
-        c: [-0.22, -0.28, 0.05],
-        r: [0.08, 0.08, 0.12],
-        hu: 15.0,
-    }, // gall_bladder
-    Organ {
-        c: [-0.35, -0.05, 0.28],
-        r: [0.38, 0.40, 0.38],
-        hu: 60.0,
-    }, // liver
-    Organ {
-        c: [0.28, -0.22, 0.35],
-        r: [0.20, 0.15, 0.22],
-        hu: 30.0,
-    }, // stomach
-    Organ {
-        c: [0.06, 0.22, 0.0],
-        r: [0.07, 0.07, 1.4],
-        hu: 200.0,
-    }, // aorta
-    Organ {
-        c: [-0.12, 0.22, 0.0],
-        r: [0.07, 0.06, 1.4],
-        hu: 120.0,
-    }, // postcava
-    Organ {
-        c: [0.05, 0.03, 0.0],
-        r: [0.30, 0.06, 0.09],
-        hu: 45.0,
-    }, // pancreas
+    Organ { c: [0.50, 0.15, 0.30], r: [0.15, 0.20, 0.22], hu: 50.0 }, // spleen
+    Organ { c: [-0.35, 0.35, -0.10], r: [0.11, 0.13, 0.24], hu: 150.0 }, // kidney_right
+    Organ { c: [0.35, 0.35, -0.05], r: [0.11, 0.13, 0.24], hu: 150.0 }, // kidney_left
+    Organ { c: [-0.22, -0.28, 0.05], r: [0.08, 0.08, 0.12], hu: 15.0 }, // gall_bladder
+    Organ { c: [-0.35, -0.05, 0.28], r: [0.38, 0.40, 0.38], hu: 60.0 }, // liver
+    Organ { c: [0.28, -0.22, 0.35], r: [0.20, 0.15, 0.22], hu: 30.0 }, // stomach
+    Organ { c: [0.06, 0.22, 0.0], r: [0.07, 0.07, 1.4], hu: 200.0 },  // aorta
+    Organ { c: [-0.12, 0.22, 0.0], r: [0.07, 0.06, 1.4], hu: 120.0 }, // postcava
+    Organ { c: [0.05, 0.03, 0.0], r: [0.30, 0.06, 0.09], hu: 45.0 },  // pancreas
 ];
 
 #[derive(Debug, Clone)]
@@ -94,6 +49,8 @@ pub struct SynthOptions {
     /// `[x, y, z]` voxels.
     pub shape: [usize; 3],
     pub seed: u64,
+    /// Write only the CTs (conversion benchmarks).
+    pub ct_only: bool,
 }
 
 /// splitmix64: a tiny, well-mixed hash; used as a counter-based generator so that every
@@ -163,11 +120,7 @@ fn case_spec(i: usize, seed: u64) -> CaseSpec {
         let sloppiness = [0.6, 0.8, 1.3][m];
         for entry in per_class.iter_mut() {
             let shift = [0, 1, 2].map(|_| rng.uniform(-0.025, 0.025) * sloppiness);
-            *entry = (
-                shift,
-                1.0 + rng.uniform(-0.08, 0.08) * sloppiness,
-                rng.uniform(0.02, 0.06) * sloppiness,
-            );
+            *entry = (shift, 1.0 + rng.uniform(-0.08, 0.08) * sloppiness, rng.uniform(0.02, 0.06) * sloppiness);
         }
     }
     // Neighbours that models confuse in practice.
@@ -176,11 +129,7 @@ fn case_spec(i: usize, seed: u64) -> CaseSpec {
         let (from, into) = pairs[(rng.next() % pairs.len() as u64) as usize];
         ((rng.next() % 3) as usize, from, into)
     });
-    let labelled = if i % 3 == 2 {
-        Vec::new()
-    } else {
-        (0..9).filter(|_| rng.next() % 4 != 0).collect()
-    };
+    let labelled = if i % 3 == 2 { Vec::new() } else { (0..9).filter(|_| rng.next() % 4 != 0).collect() };
     CaseSpec {
         id: format!("BDMAP_{:08}", i + 1),
         dataset: DATASETS[i % DATASETS.len()],
@@ -212,9 +161,7 @@ fn sigmoid(x: f64) -> f64 {
 pub fn synth(opts: &SynthOptions) -> Result<Vec<String>, NiftiError> {
     std::fs::create_dir_all(&opts.out)?;
     let specs: Vec<CaseSpec> = (0..opts.cases).map(|i| case_spec(i, opts.seed)).collect();
-    specs
-        .par_iter()
-        .try_for_each(|s| write_case(&opts.out, s, opts.shape))?;
+    specs.par_iter().try_for_each(|s| write_case(&opts.out, s, opts.shape, opts.ct_only))?;
     let mut meta = String::from("case_id,dataset\n");
     for s in &specs {
         meta.push_str(&format!("{},{}\n", s.id, s.dataset));
@@ -223,9 +170,9 @@ pub fn synth(opts: &SynthOptions) -> Result<Vec<String>, NiftiError> {
     Ok(specs.into_iter().map(|s| s.id).collect())
 }
 
-fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiError> {
+fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3], ct_only: bool) -> Result<(), NiftiError> {
     let dir = root.join(&s.id);
-    std::fs::create_dir_all(dir.join("segmentations"))?;
+    std::fs::create_dir_all(&dir)?;
     let [nx, ny, nz] = shape;
     let [dx, dy, dz] = s.spacing;
     let sign = if s.lps { -1.0 } else { 1.0 };
@@ -246,11 +193,7 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
     // CT.
     let ext = if s.ct_gz { "nii.gz" } else { "nii" };
     let mut h = Header::new_3d(shape, s.spacing, affine, s.ct_type);
-    let inter = if s.ct_type == DataType::U16 {
-        -1024.0
-    } else {
-        0.0
-    };
+    let inter = if s.ct_type == DataType::U16 { -1024.0 } else { 0.0 };
     h.scl_slope = 1.0;
     h.scl_inter = inter;
     let mut w = VolumeWriter::create(&dir.join(format!("ct.{ext}")), &h, 1)?;
@@ -263,12 +206,12 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
                 let hu = ct_value(s, p, (k * ny + j) * nx + i);
                 let stored = hu - inter;
                 match s.ct_type {
-                    DataType::I16 => bytes.extend_from_slice(
-                        &(stored.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes(),
-                    ),
-                    DataType::U16 => bytes.extend_from_slice(
-                        &(stored.round().clamp(0.0, 65535.0) as u16).to_le_bytes(),
-                    ),
+                    DataType::I16 => {
+                        bytes.extend_from_slice(&(stored.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
+                    }
+                    DataType::U16 => {
+                        bytes.extend_from_slice(&(stored.round().clamp(0.0, 65535.0) as u16).to_le_bytes())
+                    }
                     _ => bytes.extend_from_slice(&(stored as f32).to_le_bytes()),
                 }
             }
@@ -276,17 +219,16 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
         w.write_slice(&bytes)?;
     }
     w.finish()?;
+    if ct_only {
+        return Ok(());
+    }
 
     // Predictions.
     for (m, model) in MODELS.iter().enumerate() {
         let mdir = dir.join("predictions").join(model);
         std::fs::create_dir_all(&mdir)?;
         for (c, class) in CLASSES.iter().enumerate() {
-            let dt = if s.float_predictions {
-                DataType::F32
-            } else {
-                DataType::U8
-            };
+            let dt = if s.float_predictions { DataType::F32 } else { DataType::U8 };
             let h = Header::new_3d(shape, s.spacing, affine, dt);
             let mut w = VolumeWriter::create(&mdir.join(format!("{class}.nii.gz")), &h, 1)?;
             let (shift, scale, soft) = s.models[m][c];
@@ -295,10 +237,7 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
                 o.c[k] += shift[k];
                 o.r[k] *= scale;
             }
-            let bleed = s
-                .bleed
-                .filter(|&(bm, from, _)| bm == m && from == c)
-                .map(|(_, _, into)| s.organs[into]);
+            let bleed = s.bleed.filter(|&(bm, from, _)| bm == m && from == c).map(|(_, _, into)| s.organs[into]);
             for k in 0..nz {
                 bytes.clear();
                 for j in 0..ny {
@@ -325,14 +264,10 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
     }
 
     // Original labels.
+    std::fs::create_dir_all(dir.join("segmentations"))?;
     for &c in &s.labelled {
         let h = Header::new_3d(shape, s.spacing, affine, DataType::U8);
-        let mut w = VolumeWriter::create(
-            &dir.join("segmentations")
-                .join(format!("{}.nii.gz", CLASSES[c])),
-            &h,
-            1,
-        )?;
+        let mut w = VolumeWriter::create(&dir.join("segmentations").join(format!("{}.nii.gz", CLASSES[c])), &h, 1)?;
         for k in 0..nz {
             bytes.clear();
             for j in 0..ny {
@@ -349,6 +284,10 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3]) -> Result<(), NiftiE
 
 /// HU at normalised point `p` (voxel index `idx` seeds the noise).
 fn ct_value(s: &CaseSpec, p: [f64; 3], idx: usize) -> f64 {
+    // Outside the scanner's reconstruction circle the value is a constant, as scanners write it.
+    if p[0] * p[0] + p[1] * p[1] > 1.0 {
+        return -1024.0;
+    }
     let body = (p[0] / 0.85).powi(2) + (p[1] / 0.65).powi(2);
     if body > 1.0 {
         return -1000.0 + 5.0 * gauss(s.noise_key, idx as u64);

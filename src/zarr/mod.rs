@@ -3,7 +3,7 @@
 //! Layout of one case (`cases/<case_id>.zarr/`): a root group, intermediate groups
 //! (`predictions/<model>/…`), and one image group per volume holding
 //! - attributes `{"ome": {"version": "0.5", "multiscales": [...]}}` with axes z, y, x in mm,
-//! - array `0`, shape `[nz, ny, nx]`, chunks `[slab_depth, ny, nx]` (zstd), `dimension_names`
+//! - array `0`, shape `[nz, ny, nx]`, chunks `[slab_depth, ny, nx]` ([`Codec`]), `dimension_names`
 //!   `["z","y","x"]`,
 //! - array `nifti`, the binary NIfTI header (348 or 540 bytes, uint8, one uncompressed chunk).
 //!
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use zarrs::array::codec::ZstdCodec;
-use zarrs::array::{Array, ArrayBuilder, Element, data_type};
+use zarrs::array::codec::{BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode, ZstdCodec};
+use zarrs::array::{Array, ArrayBuilder, BytesToBytesCodecTraits, Element, data_type};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
 
@@ -34,13 +34,79 @@ pub enum StoreError {
     },
 }
 
+/// The chunk codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Blosc with byte shuffle and zstd inside: the element bytes are regrouped (all high bytes,
+    /// then all low bytes) before zstd, which makes CT int16 both smaller and much faster to
+    /// compress than plain zstd (measured in benches/README.md). nii2zarr's default is blosc too.
+    BloscZstd,
+    /// Blosc with byte shuffle and LZ4: fastest, larger files.
+    BloscLz4,
+    /// Plain zstd.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+impl Codec {
+    pub const NAMES: &[&str] = &["blosc-zstd", "blosc-lz4", "zstd", "none"];
+
+    pub fn parse(s: &str) -> Option<Codec> {
+        Some(match s {
+            "blosc-zstd" => Codec::BloscZstd,
+            "blosc-lz4" => Codec::BloscLz4,
+            "zstd" => Codec::Zstd,
+            "none" => Codec::None,
+            _ => return None,
+        })
+    }
+
+    /// The default level: zstd 3 for plain zstd; blosc's clevel otherwise (blosc maps clevel
+    /// 1–9 onto its inner codec; for zstd, clevel 2 is zstd level 3).
+    pub fn default_level(self) -> i32 {
+        match self {
+            Codec::BloscZstd => 2,
+            Codec::BloscLz4 => 5,
+            Codec::Zstd => 3,
+            Codec::None => 0,
+        }
+    }
+
+    /// Valid levels.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Codec::BloscZstd | Codec::BloscLz4 => 1..=9,
+            Codec::Zstd => -7..=22,
+            Codec::None => 0..=0,
+        }
+    }
+
+    fn bytes_to_bytes(self, level: i32, element_size: usize) -> Vec<Arc<dyn BytesToBytesCodecTraits>> {
+        let blosc = |cname| -> Vec<Arc<dyn BytesToBytesCodecTraits>> {
+            let shuffle = if element_size > 1 { BloscShuffleMode::Shuffle } else { BloscShuffleMode::NoShuffle };
+            let clevel = BloscCompressionLevel::try_from(level.clamp(0, 9) as u8).expect("level checked by the config");
+            vec![Arc::new(
+                BloscCodec::new(cname, clevel, None, shuffle, Some(element_size)).expect("valid blosc settings"),
+            )]
+        };
+        match self {
+            Codec::BloscZstd => blosc(BloscCompressor::Zstd),
+            Codec::BloscLz4 => blosc(BloscCompressor::LZ4),
+            Codec::Zstd => vec![Arc::new(ZstdCodec::new(level, false))],
+            Codec::None => vec![],
+        }
+    }
+}
+
 /// How arrays are chunked and compressed.
 #[derive(Debug, Clone)]
 pub struct ZarrOptions {
     /// Chunk (or shard) depth in slices: one slab.
     pub slab_depth: usize,
-    /// zstd level.
-    pub zstd_level: i32,
+    pub codec: Codec,
+    /// Codec level (see [`Codec::levels`]).
+    pub level: i32,
     /// Sub-chunk shape `[z, y, x]` inside each slab-sized shard; `None` = no sharding.
     pub subchunks: Option<[u64; 3]>,
 }
@@ -56,20 +122,11 @@ impl CaseStore {
     /// half-way by an earlier run is redone from scratch).
     pub fn create(dir: &Path, attributes: Map<String, Value>) -> Result<CaseStore, StoreError> {
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
+            std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
         }
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
         let store = Arc::new(FilesystemStore::new(dir).map_err(|e| zerr(dir, e))?);
-        let cs = CaseStore {
-            dir: dir.to_owned(),
-            store,
-        };
+        let cs = CaseStore { dir: dir.to_owned(), store };
         cs.group("/", attributes)?;
         Ok(cs)
     }
@@ -136,44 +193,22 @@ impl CaseStore {
             dt,
             fillv,
         );
-        b.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(opts.zstd_level, false))]);
+        b.bytes_to_bytes_codecs(opts.codec.bytes_to_bytes(opts.level, stored.size()));
         b.dimension_names(Some(["z", "y", "x"]));
         if let Some(sub) = opts.subchunks {
-            b.subchunk_shape(Some(vec![
-                sub[0].min(depth as u64),
-                sub[1].min(ny as u64),
-                sub[2].min(nx as u64),
-            ]));
+            b.subchunk_shape(Some(vec![sub[0].min(depth as u64), sub[1].min(ny as u64), sub[2].min(nx as u64)]));
         }
-        let array = b
-            .build(self.store.clone(), &format!("{group_path}/0"))
-            .map_err(|e| zerr(&self.dir, e))?;
+        let array = b.build(self.store.clone(), &format!("{group_path}/0")).map_err(|e| zerr(&self.dir, e))?;
         array.store_metadata().map_err(|e| zerr(&self.dir, e))?;
 
         let bytes = header.with_stored(stored, false).to_bytes();
-        let mut hb = ArrayBuilder::new(
-            vec![bytes.len() as u64],
-            vec![bytes.len() as u64],
-            data_type::uint8(),
-            0u8,
-        );
+        let mut hb = ArrayBuilder::new(vec![bytes.len() as u64], vec![bytes.len() as u64], data_type::uint8(), 0u8);
         hb.dimension_names(Some(["bytes"]));
-        let harray = hb
-            .build(self.store.clone(), &format!("{group_path}/nifti"))
-            .map_err(|e| zerr(&self.dir, e))?;
+        let harray = hb.build(self.store.clone(), &format!("{group_path}/nifti")).map_err(|e| zerr(&self.dir, e))?;
         harray.store_metadata().map_err(|e| zerr(&self.dir, e))?;
-        harray
-            .store_chunk(&[0], bytes)
-            .map_err(|e| zerr(&self.dir, e))?;
+        harray.store_chunk(&[0], bytes).map_err(|e| zerr(&self.dir, e))?;
 
-        Ok(ImageWriter {
-            dir: self.dir.clone(),
-            array,
-            depth,
-            shape: [nx, ny, nz],
-            stored,
-            fill,
-        })
+        Ok(ImageWriter { dir: self.dir.clone(), array, depth, shape: [nx, ny, nz], stored, fill })
     }
 }
 
@@ -199,17 +234,9 @@ impl ImageWriter {
     /// Writes the slab starting at slice `z0` (a multiple of the slab depth). `data` holds
     /// `nz * ny * nx` values, `nz` = slab depth except for the last slab; the last chunk is
     /// padded with the fill value so every write is a whole chunk.
-    pub fn write_slab<T: Element + FromF64>(
-        &self,
-        z0: usize,
-        data: &[T],
-    ) -> Result<(), StoreError> {
+    pub fn write_slab<T: Element + FromF64>(&self, z0: usize, data: &[T]) -> Result<(), StoreError> {
         let [nx, ny, nz] = self.shape;
-        assert_eq!(
-            z0 % self.depth,
-            0,
-            "slab does not start on a chunk boundary"
-        );
+        assert_eq!(z0 % self.depth, 0, "slab does not start on a chunk boundary");
         let slice = nx * ny;
         assert_eq!(data.len() % slice, 0);
         let chunk = [(z0 / self.depth) as u64, 0, 0];
@@ -217,10 +244,7 @@ impl ImageWriter {
         let r = if data.len() == full {
             self.array.store_chunk(&chunk, data)
         } else {
-            assert!(
-                z0 + data.len() / slice == nz,
-                "only the last slab may be short"
-            );
+            assert!(z0 + data.len() / slice == nz, "only the last slab may be short");
             let mut padded = Vec::with_capacity(full);
             padded.extend_from_slice(data);
             padded.resize(full, T::from_f64(self.fill));
@@ -240,13 +264,7 @@ macro_rules! from_f64 {
 }
 from_f64!(u8, i8, i16, u16, i32, u32, i64, f32, f64);
 
-fn zarr_type(
-    dt: DataType,
-    fill: f64,
-) -> (
-    zarrs::array::DataType,
-    zarrs::array::builder::ArrayBuilderFillValue,
-) {
+fn zarr_type(dt: DataType, fill: f64) -> (zarrs::array::DataType, zarrs::array::builder::ArrayBuilderFillValue) {
     match dt {
         DataType::U8 => (data_type::uint8(), (fill as u8).into()),
         DataType::I8 => (data_type::int8(), (fill as i8).into()),
@@ -261,8 +279,5 @@ fn zarr_type(
 }
 
 fn zerr(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Zarr {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
+    StoreError::Zarr { path: path.to_owned(), message: e.to_string() }
 }

@@ -80,21 +80,9 @@ pub fn python() -> PathBuf {
     if !stamp.exists() {
         let _ = std::fs::remove_dir_all(&venv);
         let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&host).args(["-m", "venv"]).arg(&venv), "creating the Python venv");
         run(
-            Command::new(&host).args(["-m", "venv"]).arg(&venv),
-            "creating the Python venv",
-        );
-        run(
-            Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
-                .arg(&reqs),
+            Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"]).arg(&reqs),
             "installing tests/python/requirements.txt",
         );
         File::create(&stamp).unwrap();
@@ -115,24 +103,14 @@ fn run(c: &mut Command, what: &str) {
 /// Runs a script of tests/python with `args`; panics with its output unless it succeeds.
 pub fn python_script(script: &str, args: &[&Path]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(python())
-        .arg(root.join("tests/python").join(script))
-        .args(args)
-        .output()
-        .unwrap();
+    let o = Command::new(python()).arg(root.join("tests/python").join(script)).args(args).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{script} failed:\n{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{script} failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
     out
 }
 
 fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
-        (h ^ x as u64).wrapping_mul(0x100000001b3)
-    })
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
 }
 
 /// Every file under `dir` with its bytes, by relative path.
@@ -145,10 +123,7 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
             }
         }
     }

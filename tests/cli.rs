@@ -1,0 +1,171 @@
+//! The real binary on real files: conversion runs, per-case fault isolation, refusals before
+//! any write (invalid pipeline, memory limit, a live run on the same output), `synth`, `demo`.
+
+mod util;
+
+use std::path::Path;
+
+fn run(pipeline: &Path, corpus: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args =
+        vec!["run", pipeline.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    util::slabflow(&args)
+}
+
+#[test]
+fn converts_every_case_of_a_synthetic_corpus() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 3, [20, 18, 11]);
+    let p = util::convert_pipeline(t.path(), "[runtime]\nslab_depth = 4\n");
+    let out = t.path().join("out");
+    let o = run(&p, &corpus, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("failures.csv")).unwrap(), "case_id,error\n");
+    for id in ["BDMAP_00000001", "BDMAP_00000002", "BDMAP_00000003"] {
+        let case = out.join("cases").join(format!("{id}.zarr"));
+        let root: serde_json::Value = serde_json::from_slice(&std::fs::read(case.join("zarr.json")).unwrap()).unwrap();
+        assert_eq!(root["attributes"]["slabflow"]["case_id"], id);
+        assert!(
+            root["attributes"]["slabflow"]["dataset"].as_str().is_some_and(|d| !d.is_empty()),
+            "dataset from meta.csv"
+        );
+        for g in ["ct", "predictions/unet/liver", "predictions/swin_unetr/pancreas"] {
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(case.join(g).join("0/zarr.json")).unwrap()).unwrap();
+            assert_eq!(meta["shape"], serde_json::json!([11, 18, 20]), "{id}/{g}");
+            assert_eq!(meta["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!([4, 18, 20]), "{id}/{g}");
+            assert_eq!(meta["dimension_names"], serde_json::json!(["z", "y", "x"]));
+        }
+    }
+}
+
+/// Bad cases fail alone, each named with its file and problem; good cases' outputs are
+/// byte-identical to a run without the bad ones.
+#[test]
+fn each_bad_case_fails_alone_and_the_rest_are_unchanged() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 5, [16, 16, 9]);
+    let p = util::convert_pipeline(t.path(), "[runtime]\nslab_depth = 4\n");
+    let clean = t.path().join("clean");
+    assert!(run(&p, &corpus, &clean, &[]).status.success());
+
+    // Case 1: a prediction missing. Case 2: the CT cut short. Case 3: a label on another grid.
+    std::fs::remove_file(corpus.join("BDMAP_00000001/predictions/nnunet/spleen.nii.gz")).unwrap();
+    let ct2 = std::fs::read_dir(corpus.join("BDMAP_00000002"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("ct.nii"))
+        .unwrap();
+    let bytes = std::fs::read(&ct2).unwrap();
+    std::fs::write(&ct2, &bytes[..bytes.len() / 2]).unwrap();
+    let other = t.path().join("other");
+    util::synth(&other, 1, [16, 16, 10]);
+    std::fs::copy(
+        other.join("BDMAP_00000001/segmentations/liver.nii.gz"),
+        corpus.join("BDMAP_00000004/segmentations/liver.nii.gz"),
+    )
+    .unwrap();
+
+    let out = t.path().join("out");
+    let o = run(&p, &corpus, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
+    let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
+    let lines: Vec<_> = failures.lines().collect();
+    assert_eq!(lines.len(), 4, "{failures}");
+    assert!(lines[1].starts_with("BDMAP_00000001,") && lines[1].contains("nnunet/spleen.nii.gz"), "{}", lines[1]);
+    assert!(
+        lines[2].starts_with("BDMAP_00000002,") && lines[2].contains("ct.nii") && lines[2].contains("truncated"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].starts_with("BDMAP_00000004,") && lines[3].contains("liver.nii.gz") && lines[3].contains("grid"),
+        "{}",
+        lines[3]
+    );
+    for id in ["BDMAP_00000003", "BDMAP_00000005"] {
+        let rel = format!("cases/{id}.zarr");
+        assert_eq!(util::tree(&out.join(&rel)), util::tree(&clean.join(&rel)), "{id} differs from the clean run");
+    }
+}
+
+#[test]
+fn an_invalid_pipeline_writes_nothing_and_lists_every_problem() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "version = 1\n[input]\nroot = \"c\"\nct = \"{patient}.nii\"\nlabel = \"{case}.nii\"\n[output]\ndir = \"o\"\n[runtime]\nmemory_limit = \"much\"\n[[stages]]\nkind = \"teleport\"\n",
+    )
+    .unwrap();
+    let out = t.path().join("o");
+    let o = run(&p, t.path(), &out, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = util::stderr(&o);
+    for needle in ["bad.toml", "{patient}", "must use {class}", "memory_limit", "teleport"] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    assert!(!out.exists(), "an invalid pipeline must write nothing");
+    let v = util::slabflow(&["validate", p.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(2));
+    assert!(util::stderr(&v).contains("teleport"));
+}
+
+#[test]
+fn a_memory_limit_too_small_for_one_slab_is_refused_with_the_size_needed() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 1, [64, 64, 16]);
+    let p = util::convert_pipeline(t.path(), "");
+    let out = t.path().join("out");
+    let o = run(&p, &corpus, &out, &["--memory-limit", "60MiB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", util::stderr(&o));
+    let err = util::stderr(&o);
+    assert!(err.contains("too small") && err.contains("needs") && err.contains("MiB"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_second_run_on_a_live_output_refuses_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 1, [8, 8, 4]);
+    let p = util::convert_pipeline(t.path(), "");
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let lock = std::fs::File::create(out.join(".slabflow.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = run(&p, &corpus, &out, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(util::stderr(&o).contains("in use by another slabflow run"), "{}", util::stderr(&o));
+    drop(lock);
+    assert!(run(&p, &corpus, &out, &[]).status.success(), "a released lock must not block");
+}
+
+#[test]
+fn synth_is_deterministic_and_varied() {
+    let t = tempfile::tempdir().unwrap();
+    util::synth(&t.path().join("a"), 4, [12, 10, 6]);
+    util::synth(&t.path().join("b"), 4, [12, 10, 6]);
+    let (a, b) = (util::tree(&t.path().join("a")), util::tree(&t.path().join("b")));
+    assert_eq!(a, b, "same seed, same corpus");
+    let names: Vec<_> = a.keys().map(|p| p.to_string_lossy().into_owned()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("ct.nii")) && names.iter().any(|n| n.ends_with("ct.nii.gz")),
+        "both .nii and .nii.gz CTs"
+    );
+    assert_eq!(names.iter().filter(|n| n.contains("/predictions/")).count(), 4 * 27);
+    assert!(names.iter().any(|n| n.contains("/segmentations/")), "some labels");
+    assert!(names.contains(&"meta.csv".to_string()));
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let t = tempfile::tempdir().unwrap();
+    let o = util::slabflow(&["demo", "--dir", t.path().to_str().unwrap(), "--cases", "2"]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(t.path().join("out/cases/BDMAP_00000002.zarr/ct/0/zarr.json").exists());
+    assert!(util::stderr(&o).contains("2 of 2 cases succeeded"), "{}", util::stderr(&o));
+}
