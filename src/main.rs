@@ -42,6 +42,8 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
+    /// List the stage kinds and their parameters with defaults.
+    Stages,
     /// Check a pipeline file and report every problem at once.
     Validate { pipeline: PathBuf },
     /// Write a synthetic corpus (CT phantoms, three models' soft predictions, labels).
@@ -112,6 +114,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 discard_progress(&p.output.dir)?;
             }
             run(&p)
+        }
+        Command::Stages => {
+            for k in slabflow::stages::REGISTRY {
+                println!("{}\n    {}", k.kind, k.summary);
+                for (name, default, meaning) in k.params {
+                    println!("    {name:<20} default {default:<10} {meaning}");
+                }
+                println!();
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Validate { pipeline } => match Pipeline::load(&pipeline, &Overrides::default()) {
             Ok(p) => {

@@ -169,3 +169,97 @@ fn demo_runs_end_to_end() {
     assert!(t.path().join("out/cases/BDMAP_00000002.zarr/ct/0/zarr.json").exists());
     assert!(util::stderr(&o).contains("2 of 2 cases succeeded"), "{}", util::stderr(&o));
 }
+
+/// Every pipeline shipped in `pipelines/` parses and validates; the contract's copy is the
+/// contract's file, unchanged.
+#[test]
+fn every_shipped_pipeline_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for e in std::fs::read_dir(root.join("pipelines")).unwrap() {
+        let p = e.unwrap().path();
+        let o = util::slabflow(&["validate", p.to_str().unwrap()]);
+        assert!(o.status.success(), "{}: {}", p.display(), util::stderr(&o));
+        n += 1;
+    }
+    assert!(n >= 3);
+    let ours = std::fs::read_to_string(root.join("pipelines/contract.toml")).unwrap();
+    let shipped = ours.split_once('\n').unwrap().1; // minus our one-line provenance comment
+    if let Ok(contract) = std::fs::read_to_string(root.join("../shared/contract/pipeline.toml")) {
+        assert_eq!(shipped, contract, "pipelines/contract.toml drifted from shared/contract/pipeline.toml");
+    }
+    assert_eq!(slabflow::DEMO_PIPELINE, std::fs::read_to_string(root.join("pipelines/demo.toml")).unwrap());
+}
+
+/// The contract's pipeline runs unchanged on a corpus in the contract's layout.
+#[test]
+fn the_contract_pipeline_runs_unchanged() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 4, [24, 20, 12]);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/contract.toml");
+    let out = t.path().join("out");
+    let o = run(&p, &corpus, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(metrics.starts_with(
+        "case_id,dataset,class,consensus_voxels,volume_ml,attention_sum,inconsistency_sum,uncertainty_sum,overlap_voxels,dice,nsd\n"
+    ));
+    assert_eq!(metrics.lines().count(), 1 + 4 * 9);
+    let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
+    assert!(ranking.starts_with("rank,case_id,dataset,attention_size,flagged\n1,"), "{ranking}");
+    assert_eq!(ranking.lines().count(), 5);
+    // ceil(0.05 × 4) = 1 flagged.
+    assert_eq!(ranking.matches(",true").count(), 1, "{ranking}");
+    assert!(out.join("cases/BDMAP_00000001.zarr/ct_norm/0/zarr.json").exists());
+    assert!(out.join("cases/BDMAP_00000001.zarr/attention/liver/0/zarr.json").exists());
+}
+
+#[test]
+fn stages_lists_every_kind_with_defaults() {
+    let o = util::slabflow(&["stages"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in ["normalize", "attention", "metrics", "rank", "a_min", "-175.0", "budget", "0.05", "mode"] {
+        assert!(text.contains(needle), "missing {needle}: {text}");
+    }
+}
+
+/// NaN or out-of-range probabilities fail the case, naming the file.
+#[test]
+fn bad_probabilities_fail_the_case_naming_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 5, [12, 10, 6]);
+    // Case 5 has float32 predictions: put a NaN and a 1.5 in two of them.
+    let a = corpus.join("BDMAP_00000005/predictions/unet/liver.nii.gz");
+    let b = corpus.join("BDMAP_00000005/predictions/nnunet/aorta.nii.gz");
+    for (path, value) in [(&a, f32::NAN), (&b, 1.5f32)] {
+        let mut r = slabflow::nifti::VolumeReader::open(path).unwrap();
+        let h = r.header().clone();
+        let mut all = Vec::new();
+        let mut v = slabflow::nifti::Voxels::empty(h.datatype);
+        while r.remaining() > 0 {
+            r.read_slab(1, &mut v).unwrap();
+            if let slabflow::nifti::Voxels::F32(d) = &v {
+                all.extend_from_slice(d);
+            }
+        }
+        all[7] = value;
+        let mut w = slabflow::nifti::VolumeWriter::create(path, &h, 1).unwrap();
+        for s in all.chunks(12 * 10) {
+            w.write_slice(&s.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/contract.toml");
+    let out = t.path().join("out");
+    let o = run(&p, &corpus, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
+    let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
+    assert_eq!(failures.lines().count(), 2, "{failures}");
+    assert!(failures.contains("BDMAP_00000005") && failures.contains("outside [0, 1]"), "{failures}");
+    assert!(failures.contains("unet/liver.nii.gz") || failures.contains("nnunet/aorta.nii.gz"), "{failures}");
+    let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
+    assert_eq!(ranking.lines().count(), 5, "four cases ranked: {ranking}");
+}

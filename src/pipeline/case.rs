@@ -11,7 +11,9 @@
 
 use std::path::Path;
 
-use crossbeam_channel::bounded;
+use std::sync::Arc;
+
+use crossbeam_channel::{Sender, bounded};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -19,6 +21,7 @@ use crate::input::{Case, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::stages::{CaseContext, CaseResult, CaseSlab, Layout, ProbDecoder};
 use crate::with_voxels;
 use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
 
@@ -44,14 +47,17 @@ fn slab_bytes(h: &Header, depth: usize) -> u64 {
 
 /// The memory one case needs while streaming, from its headers: the slab sets in flight, the
 /// gzip readers' raw slab and buffers, and per-write scratch (conversion, padding, zstd output).
-pub fn case_memory(headers: &[Header], depth: usize) -> u64 {
+pub fn case_memory(headers: &[Header], depth: usize, p: &Pipeline) -> u64 {
     let slabs: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
     let largest = headers.iter().map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8).max().unwrap_or(0);
     let per_reader = 320 << 10;
+    let stages: u64 =
+        p.stages.iter().map(|s| s.memory(headers[0].shape(), depth, p.input.models.len(), p.input.classes.len())).sum();
     SLABS_IN_FLIGHT as u64 * slabs
         + slabs
         + 3 * largest * rayon::current_num_threads() as u64
         + headers.len() as u64 * per_reader
+        + stages
 }
 
 /// How CT values are stored: the smallest of int16, float32 and float64 that holds every
@@ -111,12 +117,61 @@ struct Sink {
     ct_scaling: Option<Option<(f64, f64)>>,
 }
 
-/// Streams `case` into `<out>/cases/<id>.zarr`.
-pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
+/// Returns buffer sets to the reader when the last user (input writes or stages) drops them.
+struct Recycled {
+    bufs: Option<Vec<Voxels>>,
+    back: Sender<Vec<Voxels>>,
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        if let Some(b) = self.bufs.take() {
+            let _ = self.back.send(b);
+        }
+    }
+}
+
+/// Where each volume sits in the slab set, and how prediction values become probabilities.
+fn layout(vols: &[VolumeRef], headers: &[Header], p: &Pipeline) -> Layout {
+    let (models, classes) = (p.input.models.len(), p.input.classes.len());
+    let mut l = Layout {
+        shape: headers[0].shape(),
+        spacing: headers[0].spacing(),
+        models: p.input.models.clone(),
+        classes: p.input.classes.clone(),
+        ct: 0,
+        ct_scaling: headers[0].scaling(),
+        predictions: vec![vec![usize::MAX; classes]; models],
+        prob: vec![vec![ProbDecoder::U8Table; classes]; models],
+        labels: vec![None; classes],
+        revised: vec![None; classes],
+        paths: vols.iter().map(|v| v.path.clone()).collect(),
+    };
+    for (i, (v, h)) in vols.iter().zip(headers).enumerate() {
+        match v.role {
+            Role::Ct => l.ct = i,
+            Role::Prediction { model, class } => {
+                l.predictions[model][class] = i;
+                l.prob[model][class] = ProbDecoder::for_header(h, p.input.clamp_probabilities);
+            }
+            Role::Label { class } => l.labels[class] = Some(i),
+            Role::Revised { class } => l.revised[class] = Some(i),
+        }
+    }
+    l
+}
+
+/// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages.
+pub fn process_case(
+    case: &Case,
+    p: &Pipeline,
+    out_dir: &Path,
+    budget: &MemoryBudget,
+) -> Result<(CaseReport, CaseResult), String> {
     let (vols, mut readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
-    let need = case_memory(&headers, depth);
+    let need = case_memory(&headers, depth, p);
     let _reservation = budget.reserve(need).map_err(|avail| {
         format!(
             "needs {} to stream slabs of {} slices ({:?} voxels, {} volumes) but memory_limit leaves {}; raise [runtime] memory_limit or lower slab_depth",
@@ -157,12 +212,21 @@ pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBu
         };
         sinks.push(sink);
     }
+    let layout = layout(&vols, &headers, p);
+    let ctx = CaseContext { store: &store, layout: &layout, ct_header: &headers[0], zarr: &opts };
+    let mut stages = Vec::new();
+    for config in &p.stages {
+        if let Some(stage) = config.start(&ctx)? {
+            stages.push(stage);
+        }
+    }
 
     let nz = headers[0].shape()[2];
     let depth = sinks[0].writer.slab_depth();
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
     let mut report = CaseReport { volumes: vols.len(), ..Default::default() };
+    let mut result = CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() };
     std::thread::scope(|s| -> Result<(), String> {
         let reader = s.spawn(move || -> Result<(), String> {
             let mut spare = (0..SLABS_IN_FLIGHT)
@@ -174,7 +238,7 @@ pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBu
                     Some(b) => b,
                     None => match recycle_rx.recv() {
                         Ok(b) => b,
-                        Err(_) => return Ok(()), // the writer stopped; it reports why
+                        Err(_) => return Ok(()), // the consumer stopped; it reports why
                     },
                 };
                 for (r, b) in readers.iter_mut().zip(&mut bufs) {
@@ -187,36 +251,54 @@ pub fn convert_case(case: &Case, p: &Pipeline, out_dir: &Path, budget: &MemoryBu
             }
             Ok(())
         });
-        // Slabs are written concurrently on the rayon pool (zstd is the costliest step), at
-        // most SLABS_IN_FLIGHT at once since each holds one of the recycled buffer sets.
+        // Input slabs are written concurrently on the rayon pool (compression is the costliest
+        // step); stages run here, slab after slab in z order. A buffer set goes back to the
+        // reader when both are done with it, so at most SLABS_IN_FLIGHT exist.
         let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
         rayon::in_place_scope(|rs| {
             for (z0, bufs) in rx.iter() {
                 if failed.lock().unwrap().is_some() {
                     break;
                 }
+                let n = bufs[0].len() / (layout.shape[0] * layout.shape[1]);
                 report.slabs += 1;
                 report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
-                let (sinks, failed, recycle_tx) = (&sinks, &failed, &recycle_tx);
+                let set = Arc::new(Recycled { bufs: Some(bufs), back: recycle_tx.clone() });
+                let (sinks, failed, shared) = (&sinks, &failed, set.clone());
                 rs.spawn(move |_| {
-                    let written = sinks.par_iter().zip(&bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
+                    let bufs = shared.bufs.as_ref().unwrap();
+                    let written = sinks.par_iter().zip(bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
                     if let Err(e) = written {
                         failed.lock().unwrap().get_or_insert(e);
                     }
-                    let _ = recycle_tx.send(bufs);
                 });
+                let slab = CaseSlab { z0, nz: n, volumes: set.bufs.as_ref().unwrap(), layout: &layout };
+                for stage in &mut stages {
+                    if let Err(e) = stage.process(&slab) {
+                        failed.lock().unwrap().get_or_insert(e);
+                        break;
+                    }
+                }
             }
             drop(rx);
         });
         drop(recycle_tx);
-        let result = match failed.into_inner().unwrap() {
+        if failed.lock().unwrap().is_none() {
+            for stage in &mut stages {
+                if let Err(e) = stage.finish(&mut result) {
+                    failed.lock().unwrap().get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        let outcome = match failed.into_inner().unwrap() {
             Some(e) => Err(e),
             None => Ok(()),
         };
         let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
-        read.and(result)
+        read.and(outcome)
     })?;
-    Ok(report)
+    Ok((report, result))
 }
 
 fn write_volume_slab(sink: &Sink, z0: usize, v: &Voxels) -> Result<(), String> {

@@ -38,6 +38,9 @@ pub struct InputConfig {
     pub models: Vec<String>,
     #[serde(default)]
     pub classes: Vec<String>,
+    /// Clamp prediction values outside [0, 1] instead of failing the case (NaN still fails).
+    #[serde(default)]
+    pub clamp_probabilities: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

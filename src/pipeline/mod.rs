@@ -1,9 +1,10 @@
 //! Pipelines: configuration (`config`), the memory budget (`budget`), one case's slab stream
-//! (`case`) and the corpus runner (`run`).
+//! (`case`), the corpus runner (`run`) and the CSV outputs (`report`).
 
 pub mod budget;
 pub mod case;
 pub mod config;
+pub mod report;
 pub mod run;
 
 pub use config::{ConfigError, Overrides, Pipeline};

@@ -6,7 +6,6 @@
 //! when the process dies, so a killed run never leaves it stuck).
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +15,9 @@ use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::case::{self, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::pipeline::report;
+use crate::stages::CaseResult;
+use crate::stages::rank::RankRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -46,6 +48,8 @@ pub struct RunSummary {
     pub bytes: u64,
     pub workers: usize,
     pub peak_rss: Option<u64>,
+    /// `ranking.csv`'s rows, when the pipeline ranks.
+    pub ranking: Option<Vec<RankRow>>,
 }
 
 impl RunSummary {
@@ -60,6 +64,20 @@ impl RunSummary {
             self.peak_rss.map(|b| format!(", peak memory {}", human_bytes(b))).unwrap_or_default(),
             self.output.display()
         );
+        if let Some(r) = &self.ranking {
+            let flagged = r.iter().filter(|r| r.flagged).count();
+            eprintln!("Ranking: {flagged} of {} cases flagged for revision; top by attention size:", r.len());
+            for row in r.iter().take(5) {
+                eprintln!(
+                    "  {:>4}  {:<24} {:<16} {:>14.1}{}",
+                    row.rank,
+                    row.case_id,
+                    row.dataset,
+                    row.attention_size,
+                    if row.flagged { "  flagged" } else { "" }
+                );
+            }
+        }
         for (id, err) in self.failures.iter().take(10) {
             eprintln!("  failed {id}: {err}");
         }
@@ -82,7 +100,7 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
         .find_map(|c| case::open_case(c, p).ok())
         .map(|(_, readers)| readers.iter().map(|r| r.header().clone()).collect())
         .unwrap_or_default();
-    let per_case = if headers.is_empty() { 0 } else { case::case_memory(&headers, p.runtime.slab_depth) };
+    let per_case = if headers.is_empty() { 0 } else { case::case_memory(&headers, p.runtime.slab_depth, p) };
     if per_case > budget.available() {
         return Err(RunError::Plan(format!(
             "memory_limit {} is too small: one case ({:?} voxels, {} volumes, slabs of {} slices) needs {} plus {} for the process; raise [runtime] memory_limit (or --memory-limit) or lower [runtime] slab_depth",
@@ -114,7 +132,7 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     let _lock = lock_output(out)?;
 
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<CaseReport, String>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<(CaseReport, CaseResult), String>)>> = Mutex::new(Vec::new());
     let done = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -126,7 +144,7 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
                     let r = run_case(c, p, out, &budget);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     match &r {
-                        Ok(rep) => tracing::info!(case = %c.id, slabs = rep.slabs, secs = t.elapsed().as_secs_f64(), "[{n}/{}] Case finished.", cases.len()),
+                        Ok((rep, _)) => tracing::info!(case = %c.id, slabs = rep.slabs, secs = t.elapsed().as_secs_f64(), "[{n}/{}] Case finished.", cases.len()),
                         Err(e) => tracing::warn!(case = %c.id, error = %e, "[{n}/{}] Case failed.", cases.len()),
                     }
                     results.lock().unwrap().push((i, r));
@@ -138,14 +156,18 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(i, _)| *i);
     let mut failures = Vec::new();
+    let mut succeeded = Vec::new();
     let mut bytes = 0;
-    for (i, r) in &results {
+    for (i, r) in results {
         match r {
-            Ok(rep) => bytes += rep.bytes,
-            Err(e) => failures.push((cases[*i].id.clone(), e.clone())),
+            Ok((rep, res)) => {
+                bytes += rep.bytes;
+                succeeded.push((&cases[i], res));
+            }
+            Err(e) => failures.push((cases[i].id.clone(), e)),
         }
     }
-    write_failures(out, &failures)?;
+    let ranking = report::write_outputs(p, out, &succeeded, &failures)?;
     Ok(RunSummary {
         output: out.clone(),
         cases: cases.len(),
@@ -155,12 +177,13 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
         bytes,
         workers,
         peak_rss: peak_rss(),
+        ranking,
     })
 }
 
-fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> Result<CaseReport, String> {
+fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> Result<(CaseReport, CaseResult), String> {
     // A panic in one case (a bug) must not take the corpus down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::convert_case(c, p, out, budget))).unwrap_or_else(
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, out, budget))).unwrap_or_else(
         |e| {
             let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
             Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
@@ -181,28 +204,6 @@ fn lock_output(dir: &Path) -> Result<File, RunError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
         Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
     }
-}
-
-/// Writes `failures.csv` (`case_id,error`, sorted by case id) atomically.
-fn write_failures(out: &Path, failures: &[(String, String)]) -> Result<(), RunError> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let io = |e: csv::Error| RunError::Io { path: out.join("failures.csv"), source: e.into() };
-    w.write_record(["case_id", "error"]).map_err(io)?;
-    for (id, e) in failures {
-        w.write_record([id, e]).map_err(io)?;
-    }
-    let bytes = w.into_inner().map_err(|e| io(e.into_error().into()))?;
-    write_atomic(&out.join("failures.csv"), &bytes)
-        .map_err(|source| RunError::Io { path: out.join("failures.csv"), source })
-}
-
-/// temp file + fsync + rename: a reader sees the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`).

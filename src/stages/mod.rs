@@ -1,52 +1,206 @@
-//! The registry of stage kinds, keyed by the `kind` of a `[[stages]]` table.
+//! Stages: the per-slab work of a pipeline, and the registry of stage kinds.
 //!
-//! [`REGISTRY`] is the one ordered list that `slabflow stages` prints and validation consults.
-//! Each entry parses its table strictly into a typed config; [`build_all`] collects every
-//! problem of every stage instead of stopping at the first.
+//! Two layers per stage (as vector's `FilterConfig` → `Filter`): a serde config struct,
+//! strict (`deny_unknown_fields`) with documented defaults, validated before any data is
+//! touched; and a runtime [`SlabStage`] built per case, fed the case's slabs in z order.
+//!
+//! [`REGISTRY`] is the one ordered list that `slabflow stages` prints and validation consults;
+//! the module, the TOML `kind` and the `<Kind>Config` type share one name.
+//!
+//! Invariants: a stage sees every slab of a case exactly once, in z order, and then `finish`;
+//! a stage that needs neighbouring slices keeps its own window (no stage reads ahead), and
+//! writes each output chunk whole, once.
 
+pub mod attention;
+pub mod metrics;
+pub mod morphology;
+pub mod normalize;
+pub mod prob;
+pub mod rank;
+
+use crate::nifti::{Header, Voxels};
 use crate::pipeline::config::InputConfig;
+use crate::zarr::{CaseStore, ZarrOptions};
+
+pub use prob::ProbDecoder;
 
 /// A validated stage configuration.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StageConfig {}
+pub enum StageConfig {
+    Normalize(normalize::NormalizeConfig),
+    Attention(attention::AttentionConfig),
+    Metrics(metrics::MetricsConfig),
+    Rank(rank::RankConfig),
+}
 
-/// One stage kind: its name, a one-line summary, and its parameter documentation.
+/// One stage kind: its name, a summary, its parameters `(name, default, meaning)`, and how a
+/// `[[stages]]` table becomes a [`StageConfig`].
 pub struct StageKind {
     pub kind: &'static str,
     pub summary: &'static str,
-    /// `(name, default, meaning)` for each parameter.
     pub params: &'static [(&'static str, &'static str, &'static str)],
     pub build: fn(&toml::Table, &InputConfig) -> Result<StageConfig, Vec<String>>,
 }
 
 /// Every stage kind, in the order `slabflow stages` lists them.
-pub const REGISTRY: &[StageKind] = &[];
+pub const REGISTRY: &[StageKind] = &[normalize::KIND, attention::KIND, metrics::KIND, rank::KIND];
+
+/// Deserialises a stage table (without its `kind`) strictly into `T`.
+pub fn parse_table<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, Vec<String>> {
+    let mut t = table.clone();
+    t.remove("kind");
+    T::deserialize(toml::Value::Table(t)).map_err(|e| vec![e.message().trim().to_string()])
+}
 
 /// Builds every `[[stages]]` table, pushing each problem (prefixed with `stages[i]`) to `problems`.
 pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec<String>) -> Vec<StageConfig> {
     let mut out = Vec::new();
     for (i, table) in tables.iter().enumerate() {
         let Some(kind) = table.get("kind").and_then(|k| k.as_str()) else {
-            problems.push(format!("stages[{i}]: missing `kind`"));
+            problems.push(format!("stages[{i}]: missing `kind`; kinds are {}", kinds()));
             continue;
         };
         match REGISTRY.iter().find(|k| k.kind == kind) {
             Some(k) => match (k.build)(table, input) {
-                Ok(c) => out.push(c),
+                Ok(c) => {
+                    if out.iter().any(|o: &StageConfig| std::mem::discriminant(o) == std::mem::discriminant(&c)) {
+                        problems.push(format!("stages[{i}]: a second \"{kind}\" stage; each kind runs at most once"));
+                    }
+                    out.push(c)
+                }
                 Err(es) => problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}"))),
             },
-            None => {
-                let known: Vec<_> = REGISTRY.iter().map(|k| k.kind).collect();
-                problems.push(format!(
-                    "stages[{i}]: unknown kind \"{kind}\"; this slabflow knows: {}",
-                    if known.is_empty() {
-                        "none yet (a pipeline without stages converts to Zarr)".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ));
-            }
+            None => problems.push(format!("stages[{i}]: unknown kind \"{kind}\"; kinds are {}", kinds())),
         }
     }
+    let has_attention = out.iter().any(|s| matches!(s, StageConfig::Attention(_)));
+    if out.iter().any(|s| matches!(s, StageConfig::Rank(_))) && !has_attention {
+        problems.push("a \"rank\" stage ranks by attention size: add an \"attention\" stage".into());
+    }
     out
+}
+
+fn kinds() -> String {
+    REGISTRY.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+}
+
+/// Requires `[input] prediction` for stages that read predictions.
+pub fn require_predictions(input: &InputConfig, kind: &str) -> Vec<String> {
+    if input.prediction.is_none() || input.models.is_empty() || input.classes.is_empty() {
+        vec![format!("\"{kind}\" needs predictions: set [input] prediction, models and classes")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Where each volume of a case sits in the slab set, and how its values are read.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub shape: [usize; 3],
+    pub spacing: [f64; 3],
+    pub models: Vec<String>,
+    pub classes: Vec<String>,
+    pub ct: usize,
+    pub ct_scaling: Option<(f64, f64)>,
+    /// `[model][class]` → index into the slab set.
+    pub predictions: Vec<Vec<usize>>,
+    /// `[model][class]` → how stored values become probabilities.
+    pub prob: Vec<Vec<ProbDecoder>>,
+    /// `[class]` → index of the original label, if the class is annotated.
+    pub labels: Vec<Option<usize>>,
+    pub revised: Vec<Option<usize>>,
+    /// Paths, for messages.
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+/// One slab of every volume of a case.
+pub struct CaseSlab<'a> {
+    pub z0: usize,
+    pub nz: usize,
+    pub volumes: &'a [Voxels],
+    pub layout: &'a Layout,
+}
+
+impl CaseSlab<'_> {
+    /// Voxels per z-slice.
+    pub fn nxy(&self) -> usize {
+        self.layout.shape[0] * self.layout.shape[1]
+    }
+    pub fn len(&self) -> usize {
+        self.nxy() * self.nz
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn ct(&self) -> &Voxels {
+        &self.volumes[self.layout.ct]
+    }
+    pub fn prediction(&self, model: usize, class: usize) -> &Voxels {
+        &self.volumes[self.layout.predictions[model][class]]
+    }
+    pub fn label(&self, class: usize) -> Option<&Voxels> {
+        self.layout.labels[class].map(|i| &self.volumes[i])
+    }
+}
+
+/// What stages learn about one (case, class): the columns of `metrics.csv`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassRow {
+    pub consensus_voxels: Option<u64>,
+    pub volume_ml: Option<f64>,
+    pub attention_sum: Option<f64>,
+    pub inconsistency_sum: Option<f64>,
+    pub uncertainty_sum: Option<f64>,
+    pub overlap_voxels: Option<u64>,
+    pub dice: Option<f64>,
+    pub nsd: Option<f64>,
+}
+
+/// The reductions of one case.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaseResult {
+    pub classes: Vec<ClassRow>,
+    /// Σ over classes of `attention_sum`, when an attention stage ran.
+    pub attention_size: Option<f64>,
+}
+
+/// What a stage gets when a case starts.
+pub struct CaseContext<'a> {
+    pub store: &'a CaseStore,
+    pub layout: &'a Layout,
+    pub ct_header: &'a Header,
+    pub zarr: &'a ZarrOptions,
+}
+
+/// A stage at work on one case.
+pub trait SlabStage: Send {
+    /// One slab, in z order.
+    fn process(&mut self, slab: &CaseSlab) -> Result<(), String>;
+    /// After the last slab: write what is pending, record the case's reductions.
+    fn finish(&mut self, result: &mut CaseResult) -> Result<(), String>;
+}
+
+impl StageConfig {
+    /// The runtime stage for one case; `None` for corpus-level stages (rank).
+    pub fn start(&self, ctx: &CaseContext) -> Result<Option<Box<dyn SlabStage>>, String> {
+        Ok(match self {
+            StageConfig::Normalize(c) => Some(Box::new(normalize::NormalizeStage::start(c, ctx)?)),
+            StageConfig::Attention(c) => Some(attention::start(c, ctx)?),
+            StageConfig::Metrics(c) => Some(Box::new(metrics::MetricsStage::start(c, ctx)?)),
+            StageConfig::Rank(_) => None,
+        })
+    }
+
+    /// Bytes the stage holds for one case while streaming (for the memory budget).
+    pub fn memory(&self, layout_shape: [usize; 3], depth: usize, models: usize, classes: usize) -> u64 {
+        let [nx, ny, _] = layout_shape;
+        let slab = (nx * ny * depth) as u64;
+        let threads = rayon::current_num_threads() as u64;
+        match self {
+            StageConfig::Normalize(_) => slab * 4,
+            StageConfig::Attention(c) => attention::memory(c, nx * ny, depth, models, classes, threads),
+            StageConfig::Metrics(_) => slab * classes as u64 + threads * 4096 * (models * classes) as u64 * 8,
+            StageConfig::Rank(_) => 0,
+        }
+    }
 }

@@ -1,0 +1,117 @@
+//! The run's tables: `metrics.csv`, `ranking.csv`, `failures.csv` (contract §3).
+//!
+//! Invariants: rows are sorted (cases by id, classes in `[input] classes` order) and numbers
+//! are printed with Rust's shortest round-trip formatting, so the same results always give the
+//! same bytes whatever order cases finished in; every file is replaced atomically.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use crate::input::Case;
+use crate::pipeline::config::Pipeline;
+use crate::pipeline::run::RunError;
+use crate::stages::rank::{self, RankRow};
+use crate::stages::{CaseResult, StageConfig};
+
+pub const METRICS_COLUMNS: [&str; 11] = [
+    "case_id",
+    "dataset",
+    "class",
+    "consensus_voxels",
+    "volume_ml",
+    "attention_sum",
+    "inconsistency_sum",
+    "uncertainty_sum",
+    "overlap_voxels",
+    "dice",
+    "nsd",
+];
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Writes the tables the pipeline asks for; returns the ranking when it ranks.
+pub fn write_outputs(
+    p: &Pipeline,
+    out: &Path,
+    succeeded: &[(&Case, CaseResult)],
+    failures: &[(String, String)],
+) -> Result<Option<Vec<RankRow>>, RunError> {
+    let mut succeeded: Vec<&(&Case, CaseResult)> = succeeded.iter().collect();
+    succeeded.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let per_case_stage = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_) | StageConfig::Metrics(_)));
+    if per_case_stage {
+        let mut rows = vec![METRICS_COLUMNS.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+        for (case, res) in &succeeded {
+            for (class, r) in p.input.classes.iter().zip(&res.classes) {
+                rows.push(vec![
+                    case.id.clone(),
+                    case.dataset.clone(),
+                    class.clone(),
+                    opt(r.consensus_voxels),
+                    opt(r.volume_ml),
+                    opt(r.attention_sum),
+                    opt(r.inconsistency_sum),
+                    opt(r.uncertainty_sum),
+                    opt(r.overlap_voxels),
+                    opt(r.dice),
+                    opt(r.nsd),
+                ]);
+            }
+        }
+        write_csv(&out.join("metrics.csv"), &rows)?;
+    }
+    let ranking = p.stages.iter().find_map(|s| match s {
+        StageConfig::Rank(c) => Some(c),
+        _ => None,
+    });
+    let ranking = match ranking {
+        Some(config) => {
+            let sizes: Vec<(String, String, f64)> = succeeded
+                .iter()
+                .map(|(c, r)| (c.id.clone(), c.dataset.clone(), r.attention_size.unwrap_or(0.0)))
+                .collect();
+            let ranked = rank::rank(config, &sizes);
+            let mut rows = vec![["rank", "case_id", "dataset", "attention_size", "flagged"].map(String::from).to_vec()];
+            for r in &ranked {
+                rows.push(vec![
+                    r.rank.to_string(),
+                    r.case_id.clone(),
+                    r.dataset.clone(),
+                    r.attention_size.to_string(),
+                    r.flagged.to_string(),
+                ]);
+            }
+            write_csv(&out.join("ranking.csv"), &rows)?;
+            Some(ranked)
+        }
+        None => None,
+    };
+    let mut rows = vec![vec!["case_id".to_string(), "error".to_string()]];
+    let mut failures = failures.to_vec();
+    failures.sort();
+    rows.extend(failures.into_iter().map(|(id, e)| vec![id, e]));
+    write_csv(&out.join("failures.csv"), &rows)?;
+    Ok(ranking)
+}
+
+fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<(), RunError> {
+    let io = |source: std::io::Error| RunError::Io { path: path.to_owned(), source };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.write_record(r).map_err(|e| io(e.into()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| io(e.into_error()))?;
+    write_atomic(path, &bytes).map_err(io)
+}
+
+/// temp file + fsync + rename: a reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,513 @@
+//! `attention`: the paper's per-voxel attention (§3.1, Eq. 1–4) or the authors' released
+//! `create_attention.py`, with the per-class sums of `metrics.csv`.
+//!
+//! For model n of N, class c, voxel i (p as in [`super::prob`]):
+//! Inconsistency = population std of p over models; Uncertainty = −(1/N) Σ p ln p (0 ln 0 = 0);
+//! Overlap = 1 where some model has p(n,c) > 0.5 and p(n,c') > 0.5 for a c' ≠ c;
+//! Attention = their sum (`mode = "paper"`, float32 maps). Consensus = mean p > 0.5.
+//!
+//! `mode = "released"`: (std > 0.1) and (mean entropy > 0.05), each opened (erosion then
+//! dilation, `iterations` times, 3×3×3 full structure, outside 0), OR-ed with the overlap of
+//! the class's consensus with any other class's consensus; uint8 maps, sums are voxel counts.
+//! The opening needs 2·iterations slices of look-ahead, so maps are written one chunk late
+//! (see [`super::morphology::Opening`]).
+//!
+//! Invariants: sums are accumulated in f64 per z-slice and added in slice order, so results do
+//! not depend on thread timing; uint8 inputs (the authors' format) never call `ln` per voxel.
+
+use std::collections::VecDeque;
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::morphology::{BitSlice, Opening};
+use super::{
+    CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, parse_table, require_predictions,
+};
+use crate::nifti::{DataType, Voxels};
+use crate::pipeline::config::InputConfig;
+use crate::zarr::ImageWriter;
+
+pub const KIND: StageKind = StageKind {
+    kind: "attention",
+    summary: "per-voxel attention (inconsistency + uncertainty + overlap) and its per-class sums",
+    params: &[
+        ("mode", "\"paper\"", "\"paper\" (Eq. 1-4, float32 maps) or \"released\" (create_attention.py, binary maps)"),
+        ("std_threshold", "0.1", "released: inconsistency threshold"),
+        ("entropy_threshold", "0.05", "released: uncertainty threshold"),
+        ("iterations", "2", "released: erosions, then dilations, of the opening"),
+        ("write_maps", "true", "write attention/<class> to each case's Zarr group"),
+    ],
+    build,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Paper,
+    Released,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionConfig {
+    #[serde(default = "paper")]
+    pub mode: Mode,
+    #[serde(default = "std_threshold")]
+    pub std_threshold: f64,
+    #[serde(default = "entropy_threshold")]
+    pub entropy_threshold: f64,
+    #[serde(default = "iterations")]
+    pub iterations: usize,
+    #[serde(default = "yes")]
+    pub write_maps: bool,
+}
+
+fn paper() -> Mode {
+    Mode::Paper
+}
+fn std_threshold() -> f64 {
+    0.1
+}
+fn entropy_threshold() -> f64 {
+    0.05
+}
+fn iterations() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+
+fn build(table: &toml::Table, input: &InputConfig) -> Result<StageConfig, Vec<String>> {
+    let c: AttentionConfig = parse_table(table)?;
+    let mut problems = require_predictions(input, "attention");
+    if c.iterations > 16 {
+        problems.push(format!("iterations = {}: at most 16", c.iterations));
+    }
+    if c.mode == Mode::Released && input.classes.len() > 255 {
+        problems.push("released mode handles at most 255 classes".into());
+    }
+    if problems.is_empty() { Ok(StageConfig::Attention(c)) } else { Err(problems) }
+}
+
+/// Bytes held per case (see `StageConfig::memory`).
+pub fn memory(c: &AttentionConfig, nxy: usize, depth: usize, models: usize, classes: usize, threads: u64) -> u64 {
+    let slab = (nxy * depth) as u64;
+    let scratch = threads * 1024 * (models * classes * 2 + classes + models) as u64 * 8;
+    match c.mode {
+        Mode::Paper => classes as u64 * slab * 4 + scratch,
+        Mode::Released => {
+            let window = (2 * c.iterations + 1) as u64;
+            // Two chunk buffers per class, masks for one slab, opening windows (bits).
+            classes as u64 * (2 * slab + 3 * slab / 8 + 2 * 2 * window * nxy as u64 / 8) + scratch
+        }
+    }
+}
+
+/// −p ln p of p = v/255 for each uint8 value v.
+fn u8_entropy() -> [f64; 256] {
+    std::array::from_fn(|v| {
+        let p = v as f64 / 255.0;
+        if p > 0.0 { -p * p.ln() } else { 0.0 }
+    })
+}
+
+/// Per-row scratch: p and −p ln p for every model and class, voxel counts above 0.5.
+struct Scratch {
+    p: Vec<f64>,
+    e: Vec<f64>,
+    mean: Vec<f64>,
+    above: Vec<u8>,
+    consensus: Vec<u8>,
+}
+
+impl Scratch {
+    fn new(models: usize, classes: usize, nx: usize) -> Scratch {
+        Scratch {
+            p: vec![0.0; models * classes * nx],
+            e: vec![0.0; models * classes * nx],
+            mean: vec![0.0; classes * nx],
+            above: vec![0; models * nx],
+            consensus: vec![0; nx],
+        }
+    }
+}
+
+/// What one voxel of one class contributes.
+struct VoxelStats {
+    std: f64,
+    unc: f64,
+    /// Paper overlap: some model has this class and another above 0.5.
+    model_overlap: bool,
+    consensus: bool,
+    /// Released overlap: consensus here and in another class.
+    consensus_overlap: bool,
+}
+
+/// Computes row `y` of slice `z` of the slab, calling `f(class, x, stats)` for every voxel.
+fn row_stats(
+    slab: &CaseSlab,
+    z: usize,
+    y: usize,
+    s: &mut Scratch,
+    ent: &[f64; 256],
+    mut f: impl FnMut(usize, usize, &VoxelStats),
+) -> Result<(), String> {
+    let layout = slab.layout;
+    let (nx, models, classes) = (layout.shape[0], layout.models.len(), layout.classes.len());
+    let start = z * slab.nxy() + y * nx;
+    s.above.fill(0);
+    for n in 0..models {
+        for c in 0..classes {
+            let at = (n * classes + c) * nx;
+            let (p, e) = (&mut s.p[at..at + nx], &mut s.e[at..at + nx]);
+            let v = slab.prediction(n, c);
+            match (&layout.prob[n][c], v) {
+                (ProbDecoder::U8Table, Voxels::U8(d)) => {
+                    for ((pi, ei), &b) in p.iter_mut().zip(e.iter_mut()).zip(&d[start..start + nx]) {
+                        *pi = b as f64 / 255.0;
+                        *ei = ent[b as usize];
+                    }
+                }
+                (dec, v) => {
+                    dec.decode(v, start..start + nx, p)
+                        .map_err(|m| format!("{}: {m}", layout.paths[layout.predictions[n][c]].display()))?;
+                    for (ei, &pi) in e.iter_mut().zip(p.iter()) {
+                        *ei = if pi > 0.0 { -pi * pi.ln() } else { 0.0 };
+                    }
+                }
+            }
+            for (a, &pi) in s.above[n * nx..(n + 1) * nx].iter_mut().zip(p.iter()) {
+                *a += (pi > 0.5) as u8;
+            }
+        }
+    }
+    // Divisions by N, not multiplications by 1/N: numpy's mean and std divide, and a
+    // consensus at exactly 0.5 must fall on the same side.
+    let n_models = models as f64;
+    s.consensus.fill(0);
+    for c in 0..classes {
+        for x in 0..nx {
+            let mut sum = 0.0;
+            for n in 0..models {
+                sum += s.p[(n * classes + c) * nx + x];
+            }
+            let mean = sum / n_models;
+            s.mean[c * nx + x] = mean;
+            s.consensus[x] += (mean > 0.5) as u8;
+        }
+    }
+    for c in 0..classes {
+        for x in 0..nx {
+            let mean = s.mean[c * nx + x];
+            let (mut var, mut unc, mut overlap) = (0.0, 0.0, false);
+            for n in 0..models {
+                let i = (n * classes + c) * nx + x;
+                let d = s.p[i] - mean;
+                var += d * d;
+                unc += s.e[i];
+                overlap |= s.p[i] > 0.5 && s.above[n * nx + x] >= 2;
+            }
+            let consensus = mean > 0.5;
+            f(
+                c,
+                x,
+                &VoxelStats {
+                    std: (var / n_models).sqrt(),
+                    unc: unc / n_models,
+                    model_overlap: overlap,
+                    consensus,
+                    consensus_overlap: consensus && s.consensus[x] >= 2,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Per-class sums of one z-slice.
+#[derive(Debug, Clone, Default)]
+struct Sums {
+    attention: f64,
+    inconsistency: f64,
+    uncertainty: f64,
+    overlap: u64,
+    consensus: u64,
+}
+
+fn add(total: &mut [Sums], part: &[Sums]) {
+    for (t, p) in total.iter_mut().zip(part) {
+        t.attention += p.attention;
+        t.inconsistency += p.inconsistency;
+        t.uncertainty += p.uncertainty;
+        t.overlap += p.overlap;
+        t.consensus += p.consensus;
+    }
+}
+
+pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage>, String> {
+    let classes = ctx.layout.classes.len();
+    let stored = if c.mode == Mode::Paper { DataType::F32 } else { DataType::U8 };
+    let mut writers = Vec::new();
+    if c.write_maps {
+        let header = ctx.ct_header.with_stored(stored, true);
+        for class in &ctx.layout.classes {
+            writers.push(
+                ctx.store
+                    .image(&format!("attention/{class}"), &header, stored, 0.0, ctx.zarr)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    let sums = vec![Sums::default(); classes];
+    let ent = Box::new(u8_entropy());
+    let [nx, ny, nz] = ctx.layout.shape;
+    Ok(match c.mode {
+        Mode::Paper => Box::new(PaperStage { writers, sums, ent, maps: vec![Vec::new(); classes] }),
+        Mode::Released => Box::new(ReleasedStage {
+            config: c.clone(),
+            writers,
+            sums,
+            ent,
+            depth: ctx.zarr.slab_depth.min(nz).max(1),
+            openings: (0..classes)
+                .map(|_| [Opening::new(nx, ny, nz, c.iterations), Opening::new(nx, ny, nz, c.iterations)])
+                .collect(),
+            pending: (0..classes).map(|_| VecDeque::new()).collect(),
+            emitted: 0,
+        }),
+    })
+}
+
+struct PaperStage {
+    writers: Vec<ImageWriter>,
+    sums: Vec<Sums>,
+    ent: Box<[f64; 256]>,
+    /// Attention of the current slab, per class.
+    maps: Vec<Vec<f32>>,
+}
+
+impl SlabStage for PaperStage {
+    fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
+        let (nxy, nx, ny) = (slab.nxy(), slab.layout.shape[0], slab.layout.shape[1]);
+        let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());
+        let write = !self.writers.is_empty();
+        for m in &mut self.maps {
+            m.resize(if write { slab.len() } else { 0 }, 0.0);
+        }
+        // Per z-slice: that slice's piece of every class map.
+        let mut per_slice: Vec<Vec<&mut [f32]>> = (0..slab.nz).map(|_| Vec::with_capacity(classes)).collect();
+        if write {
+            for m in &mut self.maps {
+                for (z, piece) in m.chunks_mut(nxy).enumerate() {
+                    per_slice[z].push(piece);
+                }
+            }
+        }
+        let ent = &*self.ent;
+        let parts: Vec<Result<Vec<Sums>, String>> = per_slice
+            .into_par_iter()
+            .enumerate()
+            .map(|(z, mut outs)| {
+                let mut s = Scratch::new(models, classes, nx);
+                let mut sums = vec![Sums::default(); classes];
+                for y in 0..ny {
+                    row_stats(slab, z, y, &mut s, ent, |c, x, v| {
+                        let ovl = v.model_overlap as u8 as f64;
+                        let att = v.std + v.unc + ovl;
+                        let t = &mut sums[c];
+                        t.attention += att;
+                        t.inconsistency += v.std;
+                        t.uncertainty += v.unc;
+                        t.overlap += v.model_overlap as u64;
+                        t.consensus += v.consensus as u64;
+                        if write {
+                            outs[c][y * nx + x] = att as f32;
+                        }
+                    })?;
+                }
+                Ok(sums)
+            })
+            .collect();
+        for p in parts {
+            add(&mut self.sums, &p?);
+        }
+        self.writers
+            .par_iter()
+            .zip(&self.maps)
+            .try_for_each(|(w, m)| w.write_slab(slab.z0, m))
+            .map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
+        record(&self.sums, result, |s| s.attention);
+        Ok(())
+    }
+}
+
+fn record(sums: &[Sums], result: &mut CaseResult, attention: impl Fn(&Sums) -> f64) {
+    let mut size = 0.0;
+    for (row, s) in result.classes.iter_mut().zip(sums) {
+        let a = attention(s);
+        size += a;
+        row.attention_sum = Some(a);
+        row.inconsistency_sum = Some(s.inconsistency);
+        row.uncertainty_sum = Some(s.uncertainty);
+        row.overlap_voxels = Some(s.overlap);
+        row.consensus_voxels.get_or_insert(s.consensus);
+    }
+    result.attention_size = Some(size);
+}
+
+struct ReleasedStage {
+    config: AttentionConfig,
+    writers: Vec<ImageWriter>,
+    sums: Vec<Sums>,
+    ent: Box<[f64; 256]>,
+    depth: usize,
+    /// Per class: the openings of the std mask and of the entropy mask.
+    openings: Vec<[Opening; 2]>,
+    /// Per class: output chunks not yet complete, by chunk index (u8 0/1).
+    pending: Vec<VecDeque<(usize, Vec<u8>)>>,
+    /// Slices every opening has emitted so far.
+    emitted: usize,
+}
+
+/// The chunk buffer holding slice `z`, created on first use.
+fn chunk_for(pending: &mut VecDeque<(usize, Vec<u8>)>, z: usize, depth: usize, nxy: usize, nz: usize) -> &mut [u8] {
+    let ci = z / depth;
+    if !pending.iter().any(|(i, _)| *i == ci) {
+        let len = depth.min(nz - ci * depth) * nxy;
+        let at = pending.iter().position(|(i, _)| *i > ci).unwrap_or(pending.len());
+        pending.insert(at, (ci, vec![0u8; len]));
+    }
+    let (_, buf) = pending.iter_mut().find(|(i, _)| *i == ci).unwrap();
+    let off = (z - ci * depth) * nxy;
+    &mut buf[off..off + nxy]
+}
+
+fn or_bits(out: &mut [u8], bits: &BitSlice) {
+    for y in 0..bits.ny {
+        for w in 0..bits.words {
+            let mut word = bits.bits[y * bits.words + w];
+            while word != 0 {
+                let b = word.trailing_zeros() as usize;
+                out[y * bits.nx + w * 64 + b] = 1;
+                word &= word - 1;
+            }
+        }
+    }
+}
+
+impl SlabStage for ReleasedStage {
+    fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
+        let [nx, ny, nz] = slab.layout.shape;
+        let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());
+        let (ts, te) = (self.config.std_threshold, self.config.entropy_threshold);
+        let ent = &*self.ent;
+        // Per slice, per class: std mask, entropy mask, consensus-overlap mask.
+        type Masks = Vec<[BitSlice; 3]>;
+        let parts: Vec<Result<(Vec<Sums>, Masks), String>> = (0..slab.nz)
+            .into_par_iter()
+            .map(|z| {
+                let mut s = Scratch::new(models, classes, nx);
+                let mut sums = vec![Sums::default(); classes];
+                let mut masks: Masks = (0..classes).map(|_| std::array::from_fn(|_| BitSlice::new(nx, ny))).collect();
+                for y in 0..ny {
+                    row_stats(slab, z, y, &mut s, ent, |c, x, v| {
+                        let t = &mut sums[c];
+                        t.inconsistency += v.std;
+                        t.uncertainty += v.unc;
+                        t.overlap += v.consensus_overlap as u64;
+                        t.consensus += v.consensus as u64;
+                        if v.std > ts {
+                            masks[c][0].set(x, y);
+                        }
+                        if v.unc > te {
+                            masks[c][1].set(x, y);
+                        }
+                        if v.consensus_overlap {
+                            masks[c][2].set(x, y);
+                        }
+                    })?;
+                }
+                Ok((sums, masks))
+            })
+            .collect();
+        let mut slices = Vec::with_capacity(slab.nz);
+        for p in parts {
+            let (sums, masks) = p?;
+            add(&mut self.sums, &sums);
+            slices.push(masks);
+        }
+        let (depth, nxy, z0) = (self.depth, nx * ny, slab.z0);
+        // Classes are independent: stream each one's masks through its openings.
+        self.openings.par_iter_mut().zip(self.pending.par_iter_mut()).enumerate().for_each(|(c, (ops, pending))| {
+            for (k, masks) in slices.iter().enumerate() {
+                let z = z0 + k;
+                or_bits(chunk_for(pending, z, depth, nxy, nz), &masks[c][2]);
+                for (o, mask) in ops.iter_mut().zip(&masks[c][..2]) {
+                    o.push(mask, &mut |m, opened| or_bits(chunk_for(pending, m, depth, nxy, nz), opened));
+                }
+            }
+        });
+        self.emitted = (z0 + slab.nz).saturating_sub(2 * self.config.iterations);
+        if z0 + slab.nz == nz {
+            self.emitted = nz;
+        }
+        self.flush(nz)
+    }
+
+    fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
+        debug_assert!(self.pending.iter().all(|p| p.is_empty()), "chunks left unwritten");
+        record(&self.sums, result, |s| s.attention);
+        Ok(())
+    }
+}
+
+impl ReleasedStage {
+    /// Writes every chunk all of whose slices are final; counts its voxels.
+    fn flush(&mut self, nz: usize) -> Result<(), String> {
+        let (depth, emitted) = (self.depth, self.emitted);
+        let writers = &self.writers;
+        let counts: Vec<Result<u64, String>> = self
+            .pending
+            .par_iter_mut()
+            .enumerate()
+            .map(|(c, pending)| {
+                let mut count = 0;
+                while let Some((ci, _)) = pending.front() {
+                    let end = ((ci + 1) * depth).min(nz);
+                    if end > emitted {
+                        break;
+                    }
+                    let (ci, buf) = pending.pop_front().unwrap();
+                    count += buf.iter().map(|&b| b as u64).sum::<u64>();
+                    if let Some(w) = writers.get(c) {
+                        w.write_slab(ci * depth, &buf).map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(count)
+            })
+            .collect();
+        for (s, n) in self.sums.iter_mut().zip(counts) {
+            s.attention += n? as f64;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_table_matches_the_definition() {
+        let t = u8_entropy();
+        assert_eq!(t[0], 0.0);
+        assert_eq!(t[255], 0.0);
+        let p = 128.0 / 255.0;
+        assert_eq!(t[128], -p * f64::ln(p));
+    }
+}
