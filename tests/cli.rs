@@ -263,3 +263,46 @@ fn bad_probabilities_fail_the_case_naming_the_file() {
     let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
     assert_eq!(ranking.lines().count(), 5, "four cases ranked: {ranking}");
 }
+
+/// `pipelines/abdomenatlas.toml` runs on a corpus in the authors' layout
+/// (`{dataset}/{case}/backbones/{model}/soft_pred/{class}.nii.gz`), with datasets from the path.
+#[test]
+fn the_abdomenatlas_pipeline_runs_on_the_authors_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let synth_dir = t.path().join("synth");
+    util::synth(&synth_dir, 3, [24, 20, 12]);
+    let root = t.path().join("AbdomenAtlas");
+    for (i, e) in std::fs::read_dir(&synth_dir).unwrap().enumerate() {
+        let case = e.unwrap().path();
+        if !case.is_dir() {
+            continue;
+        }
+        let id = case.file_name().unwrap().to_owned();
+        let dst = root.join(if i % 2 == 0 { "01_Multi-Atlas_Labeling" } else { "02_TCIA_Pancreas-CT" }).join(&id);
+        std::fs::create_dir_all(&dst).unwrap();
+        for ct in ["ct.nii.gz", "ct.nii"] {
+            if case.join(ct).exists() {
+                std::fs::rename(case.join(ct), dst.join(ct)).unwrap();
+            }
+        }
+        for m in std::fs::read_dir(case.join("predictions")).unwrap() {
+            let m = m.unwrap().path();
+            let to = dst.join("backbones").join(m.file_name().unwrap()).join("soft_pred");
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::rename(&m, &to).unwrap();
+        }
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/abdomenatlas.toml");
+    let out = t.path().join("out");
+    let o = run(&p, &root, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
+    assert_eq!(ranking.lines().count(), 4, "{ranking}");
+    assert!(ranking.contains(",01_Multi-Atlas_Labeling,") && ranking.contains(",02_TCIA_Pancreas-CT,"), "{ranking}");
+    // Released mode: binary maps.
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("cases/BDMAP_00000001.zarr/attention/liver/0/zarr.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["data_type"], "uint8");
+}

@@ -111,6 +111,41 @@ fn synthetic_corpus_round_trips_every_volume() {
     assert!(report.contains(&format!("OK {} volumes", 5 + 5 * 27 + labels)), "{report}");
 }
 
+/// Sharded output (slab-sized shards of sub-chunks) and plain zstd read back the same.
+#[test]
+fn sharded_and_plain_zstd_outputs_round_trip() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 2, [40, 33, 13]);
+    for (i, output) in
+        ["codec = \"zstd\"\nlevel = 3\nsubchunks = [4, 16, 16]", "codec = \"blosc-lz4\""].iter().enumerate()
+    {
+        let dir = t.path().join(format!("run{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(util::convert_pipeline(&dir, "[runtime]\nslab_depth = 8\n"))
+            .unwrap()
+            .replace("dir = \"out\"", &format!("dir = \"out\"\n{output}"));
+        let pipeline = dir.join("pipeline.toml");
+        std::fs::write(&pipeline, text).unwrap();
+        let out = dir.join("out");
+        let o = util::slabflow(&[
+            "run",
+            pipeline.to_str().unwrap(),
+            "--input",
+            corpus.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", util::stderr(&o));
+        let report = util::python_script("check_interop.py", &[&out, &corpus]);
+        assert!(report.starts_with("OK "), "{report}");
+        if i == 0 {
+            let meta = std::fs::read_to_string(out.join("cases/BDMAP_00000001.zarr/ct/0/zarr.json")).unwrap();
+            assert!(meta.contains("sharding_indexed"), "{meta}");
+        }
+    }
+}
+
 fn walk_count(corpus: &Path, sub: &str) -> usize {
     std::fs::read_dir(corpus)
         .unwrap()

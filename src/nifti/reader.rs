@@ -23,7 +23,7 @@ const GZ_BUFFER: usize = 1 << 18;
 
 enum Source {
     Mapped(Mmap),
-    Gzip { stream: Box<MultiGzDecoder<BufReader<File>>>, raw: Vec<u8> },
+    Gzip { stream: Box<MultiGzDecoder<BufReader<File>>> },
 }
 
 pub struct VolumeReader {
@@ -62,12 +62,13 @@ impl VolumeReader {
                     header.vox_offset
                 )));
             }
-            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Gzip { stream, raw: Vec::new() }, z: 0 })
+            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Gzip { stream }, z: 0 })
         } else {
             let file = File::open(path)?;
             // SAFETY: the map is read-only; slabflow never writes its inputs. A file truncated by
             // another process while mapped would fault; inputs are not expected to change mid-run.
             let map = unsafe { Mmap::map(&file)? };
+            let _ = map.advise(memmap2::Advice::Sequential);
             let header = Header::parse(&map[..])?;
             let [_, _, nz] = header.shape();
             let need = header.vox_offset as u128 + header.slice_bytes() as u128 * nz as u128;
@@ -110,12 +111,23 @@ impl VolumeReader {
             Source::Mapped(map) => {
                 let start = self.header.vox_offset as usize + self.z * slice;
                 out.decode_from(&map[start..start + nz * slice], endian);
+                // Drop the pages just read from this process's resident set, so memory stays
+                // one slab however large the file (they remain in the page cache).
+                let page = 4096;
+                let (a, b) = (start / page * page, (start + nz * slice) / page * page);
+                if b > a {
+                    // SAFETY: a read-only, file-backed shared mapping: DONTNEED only drops our
+                    // copies of the pages, which are re-read from the file if touched again.
+                    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+                }
             }
-            Source::Gzip { stream, raw } => {
-                raw.resize(nz * slice, 0);
+            Source::Gzip { stream } => {
+                // Inflate straight into the typed buffer; swap afterwards if the file is of the
+                // other byte order.
+                let bytes = out.fill_bytes(nz * slice / self.header.datatype.size());
                 let mut filled = 0;
-                while filled < raw.len() {
-                    match stream.read(&mut raw[filled..]) {
+                while filled < bytes.len() {
+                    match stream.read(&mut bytes[filled..]) {
                         Ok(0) => {
                             let z = self.z + filled / slice;
                             return Err(NiftiError::Truncated(format!(
@@ -129,7 +141,7 @@ impl VolumeReader {
                         Err(e) => return Err(gz_io(e).at(&self.path)),
                     }
                 }
-                out.decode_from(raw, endian);
+                out.to_native(endian);
                 if self.z + nz == self.header.shape()[2] {
                     // Read through the end so the gzip trailers (CRC-32 and length) are checked:
                     // corrupt data must not pass for a volume.

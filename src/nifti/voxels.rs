@@ -143,14 +143,15 @@ macro_rules! with_voxels {
 }
 
 /// A plain-old-data voxel type that can be decoded from file bytes and widened to f64.
-pub trait Voxel: Copy + Default + Send + Sync + 'static {
+pub trait Voxel: Copy + Default + Send + Sync + bytemuck::Pod + 'static {
     const SIZE: usize;
     fn from_bytes(b: &[u8], endian: Endian) -> Self;
     fn to_f64(self) -> f64;
+    fn swap(self) -> Self;
 }
 
 macro_rules! voxel {
-    ($t:ty) => {
+    ($t:ty, $x:ident => $swap:expr) => {
         impl Voxel for $t {
             const SIZE: usize = size_of::<$t>();
             #[inline(always)]
@@ -165,18 +166,23 @@ macro_rules! voxel {
             fn to_f64(self) -> f64 {
                 self as f64
             }
+            #[inline(always)]
+            fn swap(self) -> Self {
+                let $x = self;
+                $swap
+            }
         }
     };
 }
-voxel!(u8);
-voxel!(i8);
-voxel!(i16);
-voxel!(u16);
-voxel!(i32);
-voxel!(u32);
-voxel!(i64);
-voxel!(f32);
-voxel!(f64);
+voxel!(u8, x => x);
+voxel!(i8, x => x);
+voxel!(i16, x => x.swap_bytes());
+voxel!(u16, x => x.swap_bytes());
+voxel!(i32, x => x.swap_bytes());
+voxel!(u32, x => x.swap_bytes());
+voxel!(i64, x => x.swap_bytes());
+voxel!(f32, x => f32::from_bits(x.to_bits().swap_bytes()));
+voxel!(f64, x => f64::from_bits(x.to_bits().swap_bytes()));
 
 fn decode<T: Voxel>(raw: &[u8], endian: Endian, out: &mut Vec<T>) {
     out.clear();
@@ -223,6 +229,23 @@ impl Voxels {
     /// Replaces the contents with `raw` file bytes decoded in `endian`, reusing the allocation.
     pub fn decode_from(&mut self, raw: &[u8], endian: Endian) {
         with_voxels!(self, v => decode(raw, endian, v))
+    }
+
+    /// Resizes to `len` voxels and exposes them as bytes, to be filled straight from a stream
+    /// in the machine's byte order (then [`Voxels::to_native`]): no intermediate raw buffer.
+    pub fn fill_bytes(&mut self, len: usize) -> &mut [u8] {
+        with_voxels!(self, v => {
+            v.resize(len, Default::default());
+            bytemuck::cast_slice_mut(v.as_mut_slice())
+        })
+    }
+
+    /// Byte-swaps in place when the data came from a file of the other byte order.
+    pub fn to_native(&mut self, endian: Endian) {
+        let native = if cfg!(target_endian = "little") { Endian::Little } else { Endian::Big };
+        if endian != native {
+            with_voxels!(self, v => v.iter_mut().for_each(|x| *x = x.swap()))
+        }
     }
 
     /// Writes the physical values (`raw * slope + inter` in f64 when `scaling` is set, as

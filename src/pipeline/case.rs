@@ -3,9 +3,8 @@
 //! slab as one Zarr chunk.
 //!
 //! Invariants:
-//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (channel capacity + one being read +
-//!   two being written concurrently);
-//!   buffers are recycled, so a case allocates them once;
+//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (one being read, one in the stages,
+//!   one whose input writes may still run); buffers are recycled, so a case allocates them once;
 //! - [`case_memory`] is the bound the budget reserves, computed from the headers alone;
 //! - nothing is written before every file of the case has opened and matched the CT's grid.
 
@@ -25,10 +24,12 @@ use crate::stages::{CaseContext, CaseResult, CaseSlab, Layout, ProbDecoder};
 use crate::with_voxels;
 use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
 
-/// Capacity of the reader → writer channel.
-pub const CHANNEL_CAPACITY: usize = 1;
-/// Slab sets alive at once: the channel's, one being filled, two being written.
-pub const SLABS_IN_FLIGHT: usize = CHANNEL_CAPACITY + 3;
+/// Capacity of the reader → consumer channel: 0, a rendezvous. The reader fills the next slab
+/// set while the current one is processed; nothing waits in between.
+pub const CHANNEL_CAPACITY: usize = 0;
+/// Slab sets alive at once: one being filled, one being processed by the stages, one whose
+/// input writes may still be running.
+pub const SLABS_IN_FLIGHT: usize = 3;
 
 /// What a finished case reports.
 #[derive(Debug, Clone, Default)]
@@ -46,18 +47,20 @@ fn slab_bytes(h: &Header, depth: usize) -> u64 {
 }
 
 /// The memory one case needs while streaming, from its headers: the slab sets in flight, the
-/// gzip readers' raw slab and buffers, and per-write scratch (conversion, padding, zstd output).
+/// gzip readers' buffers, per-thread encoding scratch (a converted chunk and its compressed
+/// copy), and what the stages hold. The budget reserves this before anything is allocated;
+/// measured peaks stay below it (benches/README.md).
 pub fn case_memory(headers: &[Header], depth: usize, p: &Pipeline) -> u64 {
     let slabs: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
-    let largest = headers.iter().map(|h| slab_bytes(h, depth) / h.datatype.size() as u64 * 8).max().unwrap_or(0);
+    let [nx, ny, nz] = headers[0].shape();
+    let elems = (nx * ny * depth.min(nz)) as u64;
+    let widest_input = headers.iter().map(|h| h.datatype.size().max(ct_storage(h).size())).max().unwrap_or(1);
+    let widest = widest_input.max(if p.stages.is_empty() { 1 } else { 4 }) as u64;
+    let scratch = 2 * elems * widest * rayon::current_num_threads() as u64;
     let per_reader = 320 << 10;
     let stages: u64 =
         p.stages.iter().map(|s| s.memory(headers[0].shape(), depth, p.input.models.len(), p.input.classes.len())).sum();
-    SLABS_IN_FLIGHT as u64 * slabs
-        + slabs
-        + 3 * largest * rayon::current_num_threads() as u64
-        + headers.len() as u64 * per_reader
-        + stages
+    SLABS_IN_FLIGHT as u64 * slabs + scratch + headers.len() as u64 * per_reader + stages
 }
 
 /// How CT values are stored: the smallest of int16, float32 and float64 that holds every

@@ -6,9 +6,12 @@
 //! when the process dies, so a killed run never leaves it stuck).
 
 use std::fs::File;
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::input::{self, Case, InputError};
@@ -131,9 +134,9 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
     let _lock = lock_output(out)?;
 
+    let progress = Progress::new(cases.len(), start);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<(CaseReport, CaseResult), String>)>> = Mutex::new(Vec::new());
-    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, CaseOutcome)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -142,16 +145,13 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
                     let Some(c) = cases.get(i) else { break };
                     let t = Instant::now();
                     let r = run_case(c, p, out, &budget);
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    match &r {
-                        Ok((rep, _)) => tracing::info!(case = %c.id, slabs = rep.slabs, secs = t.elapsed().as_secs_f64(), "[{n}/{}] Case finished.", cases.len()),
-                        Err(e) => tracing::warn!(case = %c.id, error = %e, "[{n}/{}] Case failed.", cases.len()),
-                    }
+                    progress.case_done(c, &r, t.elapsed());
                     results.lock().unwrap().push((i, r));
                 }
             });
         }
     });
+    progress.finish();
 
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(i, _)| *i);
@@ -181,7 +181,66 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     })
 }
 
-fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> Result<(CaseReport, CaseResult), String> {
+type CaseOutcome = Result<(CaseReport, CaseResult), String>;
+
+/// Progress on long work: a bar (cases, decoded MB/s, ETA) when stderr is a terminal, one log
+/// line per case otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    total: usize,
+    start: Instant,
+    done: AtomicUsize,
+    decoded: AtomicU64,
+}
+
+impl Progress {
+    fn new(total: usize, start: Instant) -> Progress {
+        let bar = (std::io::stderr().is_terminal() && !tracing::enabled!(tracing::Level::DEBUG)).then(|| {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} cases  {msg}  ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b
+        });
+        Progress { bar, total, start, done: AtomicUsize::new(0), decoded: AtomicU64::new(0) }
+    }
+
+    fn case_done(&self, c: &Case, r: &CaseOutcome, took: Duration) {
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok((rep, _)) = r {
+            self.decoded.fetch_add(rep.bytes, Ordering::Relaxed);
+        }
+        let Some(b) = &self.bar else {
+            match r {
+                Ok((rep, _)) => tracing::info!(
+                    case = %c.id,
+                    slabs = rep.slabs,
+                    secs = took.as_secs_f64(),
+                    "[{n}/{}] Case finished.",
+                    self.total
+                ),
+                Err(e) => tracing::warn!(case = %c.id, error = %e, "[{n}/{}] Case failed.", self.total),
+            }
+            return;
+        };
+        let rate = self.decoded.load(Ordering::Relaxed) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        b.set_message(format!("{}/s", human_bytes(rate as u64)));
+        b.inc(1);
+        if let Err(e) = r {
+            b.suspend(|| tracing::warn!(case = %c.id, error = %e, "Case failed."));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> CaseOutcome {
     // A panic in one case (a bug) must not take the corpus down with it.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, out, budget))).unwrap_or_else(
         |e| {

@@ -120,6 +120,8 @@ struct Scratch {
     mean: Vec<f64>,
     above: Vec<u8>,
     consensus: Vec<u8>,
+    /// Classes with a non-zero p in the current row.
+    active: Vec<bool>,
 }
 
 impl Scratch {
@@ -130,6 +132,7 @@ impl Scratch {
             mean: vec![0.0; classes * nx],
             above: vec![0; models * nx],
             consensus: vec![0; nx],
+            active: vec![false; classes],
         }
     }
 }
@@ -145,7 +148,11 @@ struct VoxelStats {
     consensus_overlap: bool,
 }
 
-/// Computes row `y` of slice `z` of the slab, calling `f(class, x, stats)` for every voxel.
+/// Computes row `y` of slice `z` of the slab, calling `f(class, x, stats)` for every voxel
+/// where the class's mean p is not 0. Elsewhere every p is 0 (p ≥ 0), so std, uncertainty,
+/// overlap and consensus are all 0: callers start from zeroed outputs, and skipping adds
+/// exactly nothing to the sums. Most of a CT is far from every organ, so most rows of most
+/// classes are skipped without decoding.
 fn row_stats(
     slab: &CaseSlab,
     z: usize,
@@ -158,14 +165,20 @@ fn row_stats(
     let (nx, models, classes) = (layout.shape[0], layout.models.len(), layout.classes.len());
     let start = z * slab.nxy() + y * nx;
     s.above.fill(0);
-    for n in 0..models {
-        for c in 0..classes {
+    for c in 0..classes {
+        s.active[c] = false;
+        for n in 0..models {
             let at = (n * classes + c) * nx;
             let (p, e) = (&mut s.p[at..at + nx], &mut s.e[at..at + nx]);
-            let v = slab.prediction(n, c);
-            match (&layout.prob[n][c], v) {
+            match (&layout.prob[n][c], slab.prediction(n, c)) {
                 (ProbDecoder::U8Table, Voxels::U8(d)) => {
-                    for ((pi, ei), &b) in p.iter_mut().zip(e.iter_mut()).zip(&d[start..start + nx]) {
+                    let row = &d[start..start + nx];
+                    if row.iter().all(|&b| b == 0) {
+                        p.fill(0.0);
+                        e.fill(0.0);
+                        continue;
+                    }
+                    for ((pi, ei), &b) in p.iter_mut().zip(e.iter_mut()).zip(row) {
                         *pi = b as f64 / 255.0;
                         *ei = ent[b as usize];
                     }
@@ -173,11 +186,16 @@ fn row_stats(
                 (dec, v) => {
                     dec.decode(v, start..start + nx, p)
                         .map_err(|m| format!("{}: {m}", layout.paths[layout.predictions[n][c]].display()))?;
+                    if p.iter().all(|&x| x == 0.0) {
+                        e.fill(0.0);
+                        continue;
+                    }
                     for (ei, &pi) in e.iter_mut().zip(p.iter()) {
                         *ei = if pi > 0.0 { -pi * pi.ln() } else { 0.0 };
                     }
                 }
             }
+            s.active[c] = true;
             for (a, &pi) in s.above[n * nx..(n + 1) * nx].iter_mut().zip(p.iter()) {
                 *a += (pi > 0.5) as u8;
             }
@@ -187,7 +205,7 @@ fn row_stats(
     // consensus at exactly 0.5 must fall on the same side.
     let n_models = models as f64;
     s.consensus.fill(0);
-    for c in 0..classes {
+    for c in (0..classes).filter(|&c| s.active[c]) {
         for x in 0..nx {
             let mut sum = 0.0;
             for n in 0..models {
@@ -198,9 +216,12 @@ fn row_stats(
             s.consensus[x] += (mean > 0.5) as u8;
         }
     }
-    for c in 0..classes {
+    for c in (0..classes).filter(|&c| s.active[c]) {
         for x in 0..nx {
             let mean = s.mean[c * nx + x];
+            if mean == 0.0 {
+                continue;
+            }
             let (mut var, mut unc, mut overlap) = (0.0, 0.0, false);
             for n in 0..models {
                 let i = (n * classes + c) * nx + x;
@@ -294,6 +315,8 @@ impl SlabStage for PaperStage {
         let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());
         let write = !self.writers.is_empty();
         for m in &mut self.maps {
+            // Voxels row_stats skips have attention 0.
+            m.clear();
             m.resize(if write { slab.len() } else { 0 }, 0.0);
         }
         // Per z-slice: that slice's piece of every class map.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, parse_table, require_predictions,
 };
+use crate::nifti::Voxels;
 use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
 
@@ -79,28 +80,50 @@ impl SlabStage for MetricsStage {
                 let label = slab.label(c);
                 let mut sum = vec![0.0f64; 4096.min(len)];
                 let mut p = vec![0.0f64; sum.len()];
+                let mut cons = vec![false; sum.len()];
+                let u8_models: Option<Vec<&[u8]>> = (0..models)
+                    .map(|m| match (&layout.prob[m][c], slab.prediction(m, c)) {
+                        (ProbDecoder::U8Table, Voxels::U8(d)) => Some(d.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
                 for start in (0..len).step_by(sum.len()) {
                     let end = (start + sum.len()).min(len);
                     let m = end - start;
-                    sum[..m].fill(0.0);
-                    for model in 0..models {
-                        let dec: &ProbDecoder = &layout.prob[model][c];
-                        dec.decode(slab.prediction(model, c), start..end, &mut p[..m])
-                            .map_err(|e| format!("{}: {e}", layout.paths[layout.predictions[model][c]].display()))?;
-                        sum[..m].iter_mut().zip(&p[..m]).for_each(|(s, &x)| *s += x);
+                    if let Some(raw) = &u8_models {
+                        // uint8 = p × 255: mean p > 0.5 ⇔ 2 Σv > 255 N, in integers. Only an
+                        // exact tie (N even) takes the float path, to fall where numpy's does.
+                        let half = 255 * models as u32;
+                        for (k, cv) in cons[..m].iter_mut().enumerate() {
+                            let twice: u32 = raw.iter().map(|d| d[start + k] as u32).sum::<u32>() * 2;
+                            *cv = if twice != half {
+                                twice > half
+                            } else {
+                                raw.iter().map(|d| d[start + k] as f64 / 255.0).sum::<f64>() / n > 0.5
+                            };
+                        }
+                    } else {
+                        sum[..m].fill(0.0);
+                        for model in 0..models {
+                            let dec: &ProbDecoder = &layout.prob[model][c];
+                            dec.decode(slab.prediction(model, c), start..end, &mut p[..m]).map_err(|e| {
+                                format!("{}: {e}", layout.paths[layout.predictions[model][c]].display())
+                            })?;
+                            sum[..m].iter_mut().zip(&p[..m]).for_each(|(s, &x)| *s += x);
+                        }
+                        cons[..m].iter_mut().zip(&sum[..m]).for_each(|(cv, &s)| *cv = s / n > 0.5);
                     }
                     if let Some(l) = label {
                         with_voxels!(l, d => {
-                            for (&s, &g) in sum[..m].iter().zip(&d[start..end]) {
-                                let cons = s / n > 0.5;
+                            for (&cv, &g) in cons[..m].iter().zip(&d[start..end]) {
                                 let g = g as f64 > 0.0;
-                                counts.consensus += cons as u64;
+                                counts.consensus += cv as u64;
                                 counts.label += g as u64;
-                                counts.both += (g && cons) as u64;
+                                counts.both += (g && cv) as u64;
                             }
                         });
                     } else {
-                        counts.consensus += sum[..m].iter().filter(|&&s| s / n > 0.5).count() as u64;
+                        counts.consensus += cons[..m].iter().filter(|&&cv| cv).count() as u64;
                     }
                 }
                 Ok(counts)
