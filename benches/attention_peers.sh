@@ -9,18 +9,10 @@
 #
 # usage: benches/attention_peers.sh [SLICES]   (default 300; the peer takes minutes and ~9 GB)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 slices=${1:-300}
 work=$root/target/bench-attention
 mkdir -p "$work"
-cd "$root"
-cargo build --release --quiet
-sf=$root/target/release/slabflow
-py=${SLABFLOW_PYTHON:-$root/target/py-venv/bin/python}
-if [ ! -x "$py" ]; then
-  python3 -m venv "$root/target/py-venv"
-  "$py" -m pip install -q -r tests/python/requirements.txt
-fi
 corpus=$work/corpus$slices
 [ -f "$corpus/meta.csv" ] || "$sf" synth --out "$corpus" --cases 1 --shape 512 512 "$slices" 2>/dev/null
 case=$corpus/BDMAP_00000001
@@ -40,13 +32,10 @@ mode = "paper"
 [[stages]]
 kind = "rank"
 TOML
-measure() { "$py" benches/peers/measure.py 1 "$@"; }
 echo "Input: $case (512×512×$slices, 27 uint8 predictions, $(du -sh "$case" | cut -f1) gzip); $(nproc) cores"
-read -r t_att m_att < <(measure "rm -rf $work/out_att" -- "$sf" run "$work/attention.toml" --input "$corpus" --output "$work/out_att")
-read -r t_all m_all < <(measure "rm -rf $work/out_all" -- "$sf" run pipelines/contract.toml --input "$corpus" --output "$work/out_all")
-read -r t_peer m_peer < <(measure ":" -- "$py" benches/peers/authors_attention.py "$case")
-"$py" benches/peers/authors_attention.py "$case" "$work/out_att/metrics.csv" | tail -1 &
-check=$!
+read -r t_att m_att < <(measure 1 "rm -rf $work/out_att" -- "$sf" run "$work/attention.toml" --input "$corpus" --output "$work/out_att")
+read -r t_all m_all < <(measure 1 "rm -rf $work/out_all" -- "$sf" run pipelines/contract.toml --input "$corpus" --output "$work/out_all")
+read -r t_peer m_peer < <(measure 1 ":" -- "$py" benches/peers/authors_attention.py "$case" "$work/out_att/metrics.csv" "$work/peer.txt")
 "$py" - "$t_att" "$m_att" "$t_all" "$m_all" "$t_peer" "$m_peer" <<'PY'
 import sys
 t_att, m_att, t_all, m_all, t_peer, m_peer = map(float, sys.argv[1:])
@@ -59,4 +48,4 @@ cases = 8448
 print(f"projection for {cases} such cases on this machine: paper attention + rank {cases * t_att / 3600:.1f} h, "
       f"full pipeline {cases * t_all / 3600:.1f} h, authors' way {cases * t_peer / 86400:.1f} days")
 PY
-wait $check
+cat "$work/peer.txt"

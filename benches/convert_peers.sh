@@ -9,18 +9,10 @@
 # usage: benches/convert_peers.sh [REPEAT]     (default 3; medians of wall time, max peak RSS)
 # Needs python3; makes target/py-venv from tests/python/requirements.txt if missing.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 repeat=${1:-3}
 work=$root/target/bench-convert
 mkdir -p "$work"
-cd "$root"
-cargo build --release --quiet
-sf=$root/target/release/slabflow
-py=${SLABFLOW_PYTHON:-$root/target/py-venv/bin/python}
-if [ ! -x "$py" ]; then
-  python3 -m venv "$root/target/py-venv"
-  "$py" -m pip install -q -r tests/python/requirements.txt
-fi
 nii2zarr=$(dirname "$py")/nii2zarr
 
 make_ct() { # slices
@@ -37,14 +29,13 @@ ct = "{case}/ct.nii.gz"
 dir = "out"
 TOML
 
-measure() { "$py" benches/peers/measure.py "$repeat" "$@"; }
 
 corpus=$(make_ct 300)
 ct=$corpus/BDMAP_00000001/ct.nii.gz
 echo "Input: $ct ($(du -h "$ct" | cut -f1) gzip, 512×512×300 int16); $(nproc) cores; median of $repeat runs"
-read -r t_sf m_sf < <(measure "rm -rf $work/out" -- "$sf" run "$work/ct.toml" --input "$corpus" --output "$work/out")
-read -r t_nz m_nz < <(measure "rm -rf $work/peer.zarr" -- "$py" benches/peers/nibabel_zarr.py "$ct" "$work/peer.zarr" 16)
-read -r t_n2 m_n2 < <(measure "rm -rf $work/n2z.zarr" -- "$nii2zarr" --levels 1 "$ct" "$work/n2z.zarr")
+read -r t_sf m_sf < <(measure "$repeat" "rm -rf $work/out" -- "$sf" run "$work/ct.toml" --input "$corpus" --output "$work/out")
+read -r t_nz m_nz < <(measure "$repeat" "rm -rf $work/peer.zarr" -- "$py" benches/peers/nibabel_zarr.py "$ct" "$work/peer.zarr" 16)
+read -r t_n2 m_n2 < <(measure "$repeat" "rm -rf $work/n2z.zarr" -- "$nii2zarr" --levels 1 "$ct" "$work/n2z.zarr")
 size() { du -sm "$1" | cut -f1; }
 "$py" - "$t_sf" "$m_sf" "$t_nz" "$m_nz" "$t_n2" "$m_n2" "$(size "$work/out/cases")" "$(size "$work/peer.zarr")" "$(size "$work/n2z.zarr")" <<'PY'
 import sys
@@ -62,6 +53,6 @@ echo
 echo "slabflow peak memory against the number of slices (512×512 int16):"
 for n in 100 300 600; do
   c=$(make_ct "$n")
-  read -r t m < <(measure "rm -rf $work/out" -- "$sf" run "$work/ct.toml" --input "$c" --output "$work/out")
+  read -r t m < <(measure "$repeat" "rm -rf $work/out" -- "$sf" run "$work/ct.toml" --input "$c" --output "$work/out")
   echo "  $n slices: $t s, peak $((m / 1048576)) MiB"
 done

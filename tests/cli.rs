@@ -5,12 +5,7 @@ mod util;
 
 use std::path::Path;
 
-fn run(pipeline: &Path, corpus: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args =
-        vec!["run", pipeline.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    util::slabflow(&args)
-}
+use util::run;
 
 #[test]
 fn converts_every_case_of_a_synthetic_corpus() {
@@ -203,8 +198,9 @@ fn the_contract_pipeline_runs_unchanged() {
     assert!(o.status.success(), "{}", util::stderr(&o));
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(metrics.starts_with(
-        "case_id,dataset,class,consensus_voxels,volume_ml,attention_sum,inconsistency_sum,uncertainty_sum,overlap_voxels,dice,nsd\n"
+        "case_id,dataset,class,consensus_voxels,volume_ml,attention_sum,inconsistency_sum,uncertainty_sum,overlap_voxels,dice,nsd,"
     ));
+    assert!(metrics.lines().next().unwrap().ends_with(",dice_swin_unetr_nnunet,dice_swin_unetr_unet,dice_nnunet_unet"));
     assert_eq!(metrics.lines().count(), 1 + 4 * 9);
     let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
     assert!(ranking.starts_with("rank,case_id,dataset,attention_size,flagged\n1,"), "{ranking}");

@@ -56,14 +56,7 @@ slab_depth = 4
     )
     .unwrap();
     let out = t.path().join("out");
-    let o = util::slabflow(&[
-        "run",
-        pipeline.to_str().unwrap(),
-        "--input",
-        corpus.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = util::run(&pipeline, &corpus, &out, &[]);
     // Cases other than the last have no prediction files: they fail, naming the missing file.
     let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
@@ -74,14 +67,7 @@ slab_depth = 4
     std::fs::write(&pipeline, "version = 1\n[input]\nroot = \"c\"\nct = \"{case}/ct.nii.gz\"\n[output]\ndir = \"o\"\n[runtime]\nslab_depth = 4\n").unwrap();
     let out2 = t.path().join("out2");
     std::fs::remove_dir_all(&case).unwrap();
-    let o = util::slabflow(&[
-        "run",
-        pipeline.to_str().unwrap(),
-        "--input",
-        corpus.to_str().unwrap(),
-        "--output",
-        out2.to_str().unwrap(),
-    ]);
+    let o = util::run(&pipeline, &corpus, &out2, &[]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     let report = util::python_script("check_interop.py", &[&out2, &corpus]);
     assert!(report.contains(&format!("OK {} volumes", manifest["readable"].as_object().unwrap().len())), "{report}");
@@ -96,14 +82,7 @@ fn synthetic_corpus_round_trips_every_volume() {
     util::synth(&corpus, 5, [24, 20, 19]);
     let pipeline = util::convert_pipeline(t.path(), "[runtime]\nslab_depth = 8\n");
     let out = t.path().join("out");
-    let o = util::slabflow(&[
-        "run",
-        pipeline.to_str().unwrap(),
-        "--input",
-        corpus.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = util::run(&pipeline, &corpus, &out, &[]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     let report = util::python_script("check_interop.py", &[&out, &corpus]);
     // 5 CTs + 5 × 27 predictions + the labels synth wrote.
@@ -128,14 +107,7 @@ fn sharded_and_plain_zstd_outputs_round_trip() {
         let pipeline = dir.join("pipeline.toml");
         std::fs::write(&pipeline, text).unwrap();
         let out = dir.join("out");
-        let o = util::slabflow(&[
-            "run",
-            pipeline.to_str().unwrap(),
-            "--input",
-            corpus.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let o = util::run(&pipeline, &corpus, &out, &[]);
         assert!(o.status.success(), "{}", util::stderr(&o));
         let report = util::python_script("check_interop.py", &[&out, &corpus]);
         assert!(report.starts_with("OK "), "{report}");

@@ -22,14 +22,7 @@ fn check(mode: &str, depth: usize) {
     util::synth(&corpus, 5, [48, 40, 23]);
     let p = pipeline(t.path(), mode, depth, 0.3);
     let out = t.path().join("out");
-    let o = util::slabflow(&[
-        "run",
-        p.to_str().unwrap(),
-        "--input",
-        corpus.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = util::run(&p, &corpus, &out, &[]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     let report = util::python_script("reference_attention.py", &[&out, &corpus, Path::new(mode), Path::new("0.3")]);
     assert!(report.contains("OK 45 class maps, 5 cases ranked"), "{report}");

@@ -2,10 +2,10 @@
 nibabel get_fdata() in float64 and numpy, one class at a time, here with the paper's
 definitions (Eq. 1-4) so the numbers can be compared with slabflow's metrics.csv.
 
-usage: authors_attention.py CASE_DIR [METRICS_CSV]
-CASE_DIR has predictions/<model>/<class>.nii.gz (uint8 = p x 255). Prints the case's
-attention size (sum over classes) and, given slabflow's metrics.csv, the largest relative
-difference of the per-class attention sums.
+usage: authors_attention.py CASE_DIR [METRICS_CSV [REPORT]]
+CASE_DIR has predictions/<model>/<class>.nii.gz (uint8 = p x 255). Prints (or writes to
+REPORT) the case's attention size (sum over classes) and, given slabflow's metrics.csv, the
+largest relative difference of the per-class attention sums.
 """
 import csv
 import os
@@ -38,9 +38,11 @@ for c in CLASSES:
     attention = std + entropy + overlap
     sums[c] = float(attention.sum())
 size = sum(sums.values())
-print(f"attention size {size!r}")
+report = [f"authors' way: attention size {size!r}"]
 if len(sys.argv) > 2:
     case = os.path.basename(os.path.normpath(case_dir))
     rows = {r["class"]: r for r in csv.DictReader(open(sys.argv[2])) if r["case_id"] == case}
     worst = max(abs(float(rows[c]["attention_sum"]) - sums[c]) / max(abs(sums[c]), 1e-300) for c in CLASSES)
-    print(f"largest relative difference from slabflow: {worst:.3g}")
+    report.append(f"largest relative difference of a class's attention_sum from slabflow's: {worst:.3g}")
+out = open(sys.argv[3], "w") if len(sys.argv) > 3 else sys.stdout
+print("\n".join(report), file=out)

@@ -58,8 +58,11 @@ pub fn case_memory(headers: &[Header], depth: usize, p: &Pipeline) -> u64 {
     let widest = widest_input.max(if p.stages.is_empty() { 1 } else { 4 }) as u64;
     let scratch = 2 * elems * widest * rayon::current_num_threads() as u64;
     let per_reader = 320 << 10;
-    let stages: u64 =
-        p.stages.iter().map(|s| s.memory(headers[0].shape(), depth, p.input.models.len(), p.input.classes.len())).sum();
+    let stages: u64 = p
+        .stages
+        .iter()
+        .map(|s| s.memory(headers[0].shape(), headers[0].spacing(), depth, p.input.models.len(), p.input.classes.len()))
+        .sum();
     SLABS_IN_FLIGHT as u64 * slabs + scratch + headers.len() as u64 * per_reader + stages
 }
 

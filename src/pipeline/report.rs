@@ -11,6 +11,7 @@ use std::path::Path;
 use crate::input::Case;
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;
+use crate::stages::metrics::model_pairs;
 use crate::stages::rank::{self, RankRow};
 use crate::stages::{CaseResult, StageConfig};
 
@@ -43,7 +44,14 @@ pub fn write_outputs(
     succeeded.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     let per_case_stage = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_) | StageConfig::Metrics(_)));
     if per_case_stage {
-        let mut rows = vec![METRICS_COLUMNS.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+        let has_metrics = p.stages.iter().any(|s| matches!(s, StageConfig::Metrics(_)));
+        let models = &p.input.models;
+        let mut header: Vec<String> = METRICS_COLUMNS.iter().map(|s| s.to_string()).collect();
+        if has_metrics {
+            header.extend(models.iter().map(|m| format!("volume_ml_{m}")));
+            header.extend(model_pairs(models.len()).iter().map(|&(a, b)| format!("dice_{}_{}", models[a], models[b])));
+        }
+        let mut rows = vec![header];
         for (case, res) in &succeeded {
             for (class, r) in p.input.classes.iter().zip(&res.classes) {
                 rows.push(vec![
@@ -59,6 +67,11 @@ pub fn write_outputs(
                     opt(r.dice),
                     opt(r.nsd),
                 ]);
+                if has_metrics {
+                    let row = rows.last_mut().unwrap();
+                    row.extend(r.model_volume_ml.iter().map(|v| v.to_string()));
+                    row.extend(r.model_agreement.iter().map(|v| opt(*v)));
+                }
             }
         }
         write_csv(&out.join("metrics.csv"), &rows)?;

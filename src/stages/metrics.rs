@@ -1,13 +1,18 @@
-//! `metrics`: per-class measures of each case — the consensus (pseudo label) volume in mL,
-//! and, where the class has an original label, Dice between label (value > 0) and consensus.
+//! `metrics`: per-class measures of each case (the paper's Tables 1, 5–7 and Figure 8).
 //!
-//! Consensus of class c = voxels where the mean of p over models is > 0.5 (the same arithmetic
-//! as the attention stage). NSD (`nsd_tolerance_mm`) is parsed and validated here; its
-//! streaming computation is not implemented yet, so the `nsd` column stays empty.
+//! - the consensus (pseudo label: mean p over models > 0.5, the attention stage's arithmetic)
+//!   in voxels and mL, and each model's own mask (p > 0.5) in mL;
+//! - where the class has an original label G (value > 0): Dice between G and the consensus P
+//!   (empty when both are empty) and the normalized surface Dice at `nsd_tolerance_mm`, exactly
+//!   as DeepMind's `surface-distance` ([`super::surface`]);
+//! - model agreement (Figure 8a): Dice between each pair of models' masks.
+//!
+//! Everything is computed z-slice by z-slice; the NSD keeps a few corner slices per class.
 
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::surface::SurfaceDice;
 use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, parse_table, require_predictions,
 };
@@ -17,7 +22,7 @@ use crate::with_voxels;
 
 pub const KIND: StageKind = StageKind {
     kind: "metrics",
-    summary: "consensus volume (mL) and Dice against original labels, per class",
+    summary: "consensus and per-model volumes (mL), Dice and NSD against original labels, model agreement",
     params: &[("nsd_tolerance_mm", "1.0", "tolerance of the normalized surface Dice, in mm")],
     build,
 };
@@ -42,109 +47,148 @@ fn build(table: &toml::Table, input: &InputConfig) -> Result<StageConfig, Vec<St
     if problems.is_empty() { Ok(StageConfig::Metrics(c)) } else { Err(problems) }
 }
 
-/// Counts for one class.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
+/// The pairs of models `(a, b)`, a < b, in the order of the agreement columns.
+pub fn model_pairs(models: usize) -> Vec<(usize, usize)> {
+    (0..models).flat_map(|a| (a + 1..models).map(move |b| (a, b))).collect()
+}
+
+/// What one class accumulates over a case.
+struct ClassState {
     consensus: u64,
     label: u64,
     both: u64,
+    /// Voxels of each model's mask.
+    model: Vec<u64>,
+    /// Voxels in both masks, per model pair.
+    pair: Vec<u64>,
+    nsd: Option<SurfaceDice>,
+    // Per-slice scratch.
+    cons: Vec<u8>,
+    gt: Vec<u8>,
+    above: Vec<Vec<u8>>,
+    p: Vec<f64>,
+    sum: Vec<f64>,
 }
 
 pub struct MetricsStage {
-    counts: Vec<Counts>,
-    labelled: Vec<bool>,
+    classes: Vec<ClassState>,
+    pairs: Vec<(usize, usize)>,
     voxel_ml: f64,
 }
 
 impl MetricsStage {
-    pub fn start(_c: &MetricsConfig, ctx: &CaseContext) -> Result<MetricsStage, String> {
-        let [dx, dy, dz] = ctx.layout.spacing;
-        Ok(MetricsStage {
-            counts: vec![Counts::default(); ctx.layout.classes.len()],
-            labelled: ctx.layout.labels.iter().map(Option::is_some).collect(),
-            voxel_ml: dx * dy * dz / 1000.0,
-        })
+    pub fn start(config: &MetricsConfig, ctx: &CaseContext) -> Result<MetricsStage, String> {
+        let l = ctx.layout;
+        let [dx, dy, dz] = l.spacing;
+        let models = l.models.len();
+        let pairs = model_pairs(models);
+        let classes = (0..l.classes.len())
+            .map(|c| ClassState {
+                consensus: 0,
+                label: 0,
+                both: 0,
+                model: vec![0; models],
+                pair: vec![0; pairs.len()],
+                nsd: l.labels[c].map(|_| SurfaceDice::new(l.shape, l.spacing, config.nsd_tolerance_mm)),
+                cons: Vec::new(),
+                gt: Vec::new(),
+                above: vec![Vec::new(); models],
+                p: Vec::new(),
+                sum: Vec::new(),
+            })
+            .collect();
+        Ok(MetricsStage { classes, pairs, voxel_ml: dx * dy * dz / 1000.0 })
     }
+}
+
+/// One z-slice of one class: consensus, label and model masks, counts, and the NSD stream.
+fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usize, usize)]) -> Result<(), String> {
+    let layout = slab.layout;
+    let models = layout.models.len();
+    let nxy = slab.nxy();
+    let range = z * nxy..(z + 1) * nxy;
+    st.cons.resize(nxy, 0);
+    st.sum.clear();
+    st.sum.resize(nxy, 0.0);
+    st.p.resize(nxy, 0.0);
+    for n in 0..models {
+        let above = &mut st.above[n];
+        above.resize(nxy, 0);
+        match (&layout.prob[n][c], slab.prediction(n, c)) {
+            // uint8 = p × 255: p > 0.5 ⇔ v ≥ 128, exactly.
+            (ProbDecoder::U8Table, Voxels::U8(d)) => {
+                for ((a, s), &v) in above.iter_mut().zip(st.sum.iter_mut()).zip(&d[range.clone()]) {
+                    *a = (v >= 128) as u8;
+                    *s += v as f64 / 255.0;
+                }
+            }
+            (dec, v) => {
+                dec.decode(v, range.clone(), &mut st.p)
+                    .map_err(|e| format!("{}: {e}", layout.paths[layout.predictions[n][c]].display()))?;
+                for ((a, s), &p) in above.iter_mut().zip(st.sum.iter_mut()).zip(&st.p) {
+                    *a = (p > 0.5) as u8;
+                    *s += p;
+                }
+            }
+        }
+        st.model[n] += above.iter().map(|&a| a as u64).sum::<u64>();
+    }
+    // Σp / N, as numpy's mean: the same side of 0.5 as the attention stage.
+    let n = models as f64;
+    for (cv, &s) in st.cons.iter_mut().zip(&st.sum) {
+        *cv = (s / n > 0.5) as u8;
+    }
+    st.consensus += st.cons.iter().map(|&v| v as u64).sum::<u64>();
+    for (k, &(a, b)) in pairs.iter().enumerate() {
+        st.pair[k] += st.above[a].iter().zip(&st.above[b]).map(|(&x, &y)| (x & y) as u64).sum::<u64>();
+    }
+    if let Some(label) = slab.label(c) {
+        st.gt.resize(nxy, 0);
+        with_voxels!(label, d => {
+            for (g, &v) in st.gt.iter_mut().zip(&d[range.clone()]) {
+                *g = (v as f64 > 0.0) as u8;
+            }
+        });
+        st.label += st.gt.iter().map(|&v| v as u64).sum::<u64>();
+        st.both += st.gt.iter().zip(&st.cons).map(|(&g, &p)| (g & p) as u64).sum::<u64>();
+        if let Some(nsd) = &mut st.nsd {
+            nsd.push(&st.gt, &st.cons);
+        }
+    }
+    Ok(())
 }
 
 impl SlabStage for MetricsStage {
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
-        let layout = slab.layout;
-        let models = layout.models.len();
-        let n = models as f64;
-        let len = slab.len();
-        let parts: Vec<Result<Counts, String>> = (0..layout.classes.len())
-            .into_par_iter()
-            .map(|c| {
-                let mut counts = Counts::default();
-                let label = slab.label(c);
-                let mut sum = vec![0.0f64; 4096.min(len)];
-                let mut p = vec![0.0f64; sum.len()];
-                let mut cons = vec![false; sum.len()];
-                let u8_models: Option<Vec<&[u8]>> = (0..models)
-                    .map(|m| match (&layout.prob[m][c], slab.prediction(m, c)) {
-                        (ProbDecoder::U8Table, Voxels::U8(d)) => Some(d.as_slice()),
-                        _ => None,
-                    })
-                    .collect();
-                for start in (0..len).step_by(sum.len()) {
-                    let end = (start + sum.len()).min(len);
-                    let m = end - start;
-                    if let Some(raw) = &u8_models {
-                        // uint8 = p × 255: mean p > 0.5 ⇔ 2 Σv > 255 N, in integers. Only an
-                        // exact tie (N even) takes the float path, to fall where numpy's does.
-                        let half = 255 * models as u32;
-                        for (k, cv) in cons[..m].iter_mut().enumerate() {
-                            let twice: u32 = raw.iter().map(|d| d[start + k] as u32).sum::<u32>() * 2;
-                            *cv = if twice != half {
-                                twice > half
-                            } else {
-                                raw.iter().map(|d| d[start + k] as f64 / 255.0).sum::<f64>() / n > 0.5
-                            };
-                        }
-                    } else {
-                        sum[..m].fill(0.0);
-                        for model in 0..models {
-                            let dec: &ProbDecoder = &layout.prob[model][c];
-                            dec.decode(slab.prediction(model, c), start..end, &mut p[..m]).map_err(|e| {
-                                format!("{}: {e}", layout.paths[layout.predictions[model][c]].display())
-                            })?;
-                            sum[..m].iter_mut().zip(&p[..m]).for_each(|(s, &x)| *s += x);
-                        }
-                        cons[..m].iter_mut().zip(&sum[..m]).for_each(|(cv, &s)| *cv = s / n > 0.5);
-                    }
-                    if let Some(l) = label {
-                        with_voxels!(l, d => {
-                            for (&cv, &g) in cons[..m].iter().zip(&d[start..end]) {
-                                let g = g as f64 > 0.0;
-                                counts.consensus += cv as u64;
-                                counts.label += g as u64;
-                                counts.both += (g && cv) as u64;
-                            }
-                        });
-                    } else {
-                        counts.consensus += cons[..m].iter().filter(|&&cv| cv).count() as u64;
-                    }
-                }
-                Ok(counts)
-            })
-            .collect();
-        for (t, p) in self.counts.iter_mut().zip(parts) {
-            let p = p?;
-            t.consensus += p.consensus;
-            t.label += p.label;
-            t.both += p.both;
-        }
-        Ok(())
+        let pairs = &self.pairs;
+        self.classes.par_iter_mut().enumerate().try_for_each(|(c, st)| {
+            for z in 0..slab.nz {
+                slice(st, slab, c, z, pairs)?;
+            }
+            Ok(())
+        })
     }
 
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
-        for ((row, k), &labelled) in result.classes.iter_mut().zip(&self.counts).zip(&self.labelled) {
-            row.consensus_voxels = Some(k.consensus);
-            row.volume_ml = Some(k.consensus as f64 * self.voxel_ml);
-            // Empty when both masks are empty; 0 when only one is.
-            let total = k.label + k.consensus;
-            row.dice = (labelled && total > 0).then(|| 2.0 * k.both as f64 / total as f64);
+        for (row, st) in result.classes.iter_mut().zip(&self.classes) {
+            row.consensus_voxels = Some(st.consensus);
+            row.volume_ml = Some(st.consensus as f64 * self.voxel_ml);
+            if st.nsd.is_some() {
+                // Empty when both masks are empty; 0 when only one is.
+                let total = st.label + st.consensus;
+                row.dice = (total > 0).then(|| 2.0 * st.both as f64 / total as f64);
+                row.nsd = st.nsd.as_ref().and_then(|s| s.finish());
+            }
+            row.model_volume_ml = st.model.iter().map(|&v| v as f64 * self.voxel_ml).collect();
+            row.model_agreement = self
+                .pairs
+                .iter()
+                .zip(&st.pair)
+                .map(|(&(a, b), &both)| {
+                    let total = st.model[a] + st.model[b];
+                    (total > 0).then(|| 2.0 * both as f64 / total as f64)
+                })
+                .collect();
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ pub mod morphology;
 pub mod normalize;
 pub mod prob;
 pub mod rank;
+pub mod surface;
+mod surface_normals;
 
 use crate::nifti::{Header, Voxels};
 use crate::pipeline::config::InputConfig;
@@ -154,6 +156,11 @@ pub struct ClassRow {
     pub overlap_voxels: Option<u64>,
     pub dice: Option<f64>,
     pub nsd: Option<f64>,
+    /// Each model's own mask (p > 0.5) in mL, in `[input] models` order (metrics stage).
+    pub model_volume_ml: Vec<f64>,
+    /// Dice between each pair of models' masks, in [`metrics::model_pairs`] order; empty
+    /// where both masks are empty.
+    pub model_agreement: Vec<Option<f64>>,
 }
 
 /// The reductions of one case.
@@ -192,14 +199,28 @@ impl StageConfig {
     }
 
     /// Bytes the stage holds for one case while streaming (for the memory budget).
-    pub fn memory(&self, layout_shape: [usize; 3], depth: usize, models: usize, classes: usize) -> u64 {
+    pub fn memory(
+        &self,
+        layout_shape: [usize; 3],
+        spacing: [f64; 3],
+        depth: usize,
+        models: usize,
+        classes: usize,
+    ) -> u64 {
         let [nx, ny, _] = layout_shape;
         let slab = (nx * ny * depth) as u64;
         let threads = rayon::current_num_threads() as u64;
         match self {
             StageConfig::Normalize(_) => slab * 4,
             StageConfig::Attention(c) => attention::memory(c, nx * ny, depth, models, classes, threads),
-            StageConfig::Metrics(_) => slab * classes as u64 + threads * 4096 * (models * classes) as u64 * 8,
+            StageConfig::Metrics(c) => {
+                // Per class: per-slice scratch (masks, p and Σp in f64) and the NSD window of
+                // 2·rz + 2 corner slices of codes for two masks, plus the previous mask slices.
+                let nxy = (nx * ny) as u64;
+                let rz = if spacing[2] > 0.0 { (c.nsd_tolerance_mm / spacing[2]).floor() as u64 } else { 0 };
+                let corners = ((nx + 1) * (ny + 1)) as u64;
+                classes as u64 * (nxy * (2 + models as u64 + 16) + (2 * rz + 2) * 2 * corners + 2 * nxy)
+            }
             StageConfig::Rank(_) => 0,
         }
     }

@@ -190,57 +190,36 @@ impl Opening {
 mod tests {
     use super::*;
 
-    /// Brute force: erosion then dilation by the (2r+1)³ cube, outside 0.
-    fn reference(m: &[bool], [nx, ny, nz]: [usize; 3], r: usize) -> Vec<bool> {
-        let idx = |x: usize, y: usize, z: usize| (z * ny + y) * nx + x;
+    /// Brute force over the (2r+1)³ cube around each voxel: `erode` = all inside and set
+    /// (outside counts as 0), else any inside and set.
+    fn cube(m: &[bool], [nx, ny, nz]: [usize; 3], r: usize, erode: bool) -> Vec<bool> {
         let ri = r as isize;
-        let mut e = vec![false; m.len()];
+        let mut out = vec![false; m.len()];
         for z in 0..nz {
             for y in 0..ny {
                 for x in 0..nx {
-                    let mut all = true;
+                    let mut acc = erode;
                     for dz in -ri..=ri {
                         for dy in -ri..=ri {
                             for dx in -ri..=ri {
                                 let (a, b, c) = (x as isize + dx, y as isize + dy, z as isize + dz);
-                                let inside = a >= 0
-                                    && b >= 0
-                                    && c >= 0
-                                    && (a as usize) < nx
-                                    && (b as usize) < ny
-                                    && (c as usize) < nz;
-                                all &= inside && m[idx(a as usize, b as usize, c as usize)];
+                                let inside = (0..nx as isize).contains(&a)
+                                    && (0..ny as isize).contains(&b)
+                                    && (0..nz as isize).contains(&c);
+                                let v = inside && m[(c as usize * ny + b as usize) * nx + a as usize];
+                                acc = if erode { acc && v } else { acc || v };
                             }
                         }
                     }
-                    e[idx(x, y, z)] = all;
+                    out[(z * ny + y) * nx + x] = acc;
                 }
             }
         }
-        let mut o = vec![false; m.len()];
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    let mut any = false;
-                    for dz in -ri..=ri {
-                        for dy in -ri..=ri {
-                            for dx in -ri..=ri {
-                                let (a, b, c) = (x as isize + dx, y as isize + dy, z as isize + dz);
-                                let inside = a >= 0
-                                    && b >= 0
-                                    && c >= 0
-                                    && (a as usize) < nx
-                                    && (b as usize) < ny
-                                    && (c as usize) < nz;
-                                any |= inside && e[idx(a as usize, b as usize, c as usize)];
-                            }
-                        }
-                    }
-                    o[idx(x, y, z)] = any;
-                }
-            }
-        }
-        o
+        out
+    }
+
+    fn reference(m: &[bool], shape: [usize; 3], r: usize) -> Vec<bool> {
+        cube(&cube(m, shape, r, true), shape, r, false)
     }
 
     #[test]

@@ -107,7 +107,8 @@ pub struct ZarrOptions {
     pub codec: Codec,
     /// Codec level (see [`Codec::levels`]).
     pub level: i32,
-    /// Sub-chunk shape `[z, y, x]` inside each slab-sized shard; `None` = no sharding.
+    /// Sub-chunk shape `[z, y, x]` inside each slab-sized shard (each extent reduced to a
+    /// divisor of the shard's); `None` = no sharding.
     pub subchunks: Option<[u64; 3]>,
 }
 
@@ -196,7 +197,12 @@ impl CaseStore {
         b.bytes_to_bytes_codecs(opts.codec.bytes_to_bytes(opts.level, stored.size()));
         b.dimension_names(Some(["z", "y", "x"]));
         if let Some(sub) = opts.subchunks {
-            b.subchunk_shape(Some(vec![sub[0].min(depth as u64), sub[1].min(ny as u64), sub[2].min(nx as u64)]));
+            // Sub-chunks must tile the shard (one slab): each extent becomes the largest
+            // divisor of the shard's extent not above the one asked for.
+            let fit = |want: u64, extent: usize| {
+                (1..=want.min(extent as u64)).rev().find(|d| extent as u64 % d == 0).unwrap_or(1)
+            };
+            b.subchunk_shape(Some(vec![fit(sub[0], depth), fit(sub[1], ny), fit(sub[2], nx)]));
         }
         let array = b.build(self.store.clone(), &format!("{group_path}/0")).map_err(|e| zerr(&self.dir, e))?;
         array.store_metadata().map_err(|e| zerr(&self.dir, e))?;

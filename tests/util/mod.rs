@@ -21,6 +21,14 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `slabflow run PIPELINE --input CORPUS --output OUT [extra…]`.
+pub fn run(pipeline: &Path, corpus: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args =
+        vec!["run", pipeline.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    slabflow(&args)
+}
+
 /// Writes a synthetic corpus with the real binary.
 pub fn synth(dir: &Path, cases: usize, shape: [usize; 3]) {
     let s = shape.map(|n| n.to_string());
@@ -80,8 +88,8 @@ pub fn python() -> PathBuf {
     if !stamp.exists() {
         let _ = std::fs::remove_dir_all(&venv);
         let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run(Command::new(&host).args(["-m", "venv"]).arg(&venv), "creating the Python venv");
-        run(
+        run_ok(Command::new(&host).args(["-m", "venv"]).arg(&venv), "creating the Python venv");
+        run_ok(
             Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"]).arg(&reqs),
             "installing tests/python/requirements.txt",
         );
@@ -90,7 +98,7 @@ pub fn python() -> PathBuf {
     py
 }
 
-fn run(c: &mut Command, what: &str) {
+fn run_ok(c: &mut Command, what: &str) {
     let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         o.status.success(),
