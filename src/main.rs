@@ -63,6 +63,9 @@ enum Command {
         /// Write only the CT volumes (no predictions or labels).
         #[arg(long)]
         ct_only: bool,
+        /// Write original labels for every class of every case.
+        #[arg(long)]
+        all_labels: bool,
     },
     /// Synthesize a small corpus and run the default pipeline on it.
     Demo {
@@ -135,10 +138,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Synth { out, cases, shape, seed, ct_only } => {
+        Command::Synth { out, cases, shape, seed, ct_only, all_labels } => {
             let shape = [shape[0], shape[1], shape[2]];
             anyhow::ensure!(shape.iter().all(|&n| n >= 4), "--shape: every extent must be at least 4");
-            let ids = synth::synth(&SynthOptions { out: out.clone(), cases, shape, seed, ct_only })
+            let ids = synth::synth(&SynthOptions { out: out.clone(), cases, shape, seed, ct_only, all_labels })
                 .context("writing the synthetic corpus")?;
             eprintln!(
                 "Wrote {} synthetic cases ({}×{}×{}) to {}",
@@ -155,8 +158,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let out = dir.join("out");
             eprintln!("Synthesizing {cases} cases into {} …", corpus.display());
             let _ = std::fs::remove_dir_all(&corpus);
-            synth::synth(&SynthOptions { out: corpus.clone(), cases, shape: [96, 96, 48], seed: 1, ct_only: false })
-                .context("writing the demo corpus")?;
+            synth::synth(&SynthOptions {
+                out: corpus.clone(),
+                cases,
+                shape: [96, 96, 48],
+                seed: 1,
+                ct_only: false,
+                all_labels: false,
+            })
+            .context("writing the demo corpus")?;
             let file = dir.join("pipeline.toml");
             std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
             let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };

@@ -302,3 +302,13 @@ fn the_abdomenatlas_pipeline_runs_on_the_authors_layout() {
     .unwrap();
     assert_eq!(meta["data_type"], "uint8");
 }
+
+/// The pipeline shown in README.md is a valid pipeline (the docs match the code).
+#[test]
+fn the_readme_pipeline_example_validates() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("### Pipeline files").nth(1).expect("README has a pipeline section");
+    let block = section.split("```toml").nth(1).unwrap().split("```").next().unwrap();
+    let p = slabflow::pipeline::Pipeline::parse(Path::new("README.md"), block, &Default::default());
+    assert!(p.is_ok(), "{}", p.err().unwrap());
+}

@@ -68,6 +68,7 @@ struct ClassState {
     above: Vec<Vec<u8>>,
     p: Vec<f64>,
     sum: Vec<f64>,
+    isum: Vec<u32>,
 }
 
 pub struct MetricsStage {
@@ -95,6 +96,7 @@ impl MetricsStage {
                 above: vec![Vec::new(); models],
                 p: Vec::new(),
                 sum: Vec::new(),
+                isum: Vec::new(),
             })
             .collect();
         Ok(MetricsStage { classes, pairs, voxel_ml: dx * dy * dz / 1000.0 })
@@ -107,36 +109,69 @@ fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usi
     let models = layout.models.len();
     let nxy = slab.nxy();
     let range = z * nxy..(z + 1) * nxy;
-    st.cons.resize(nxy, 0);
-    st.sum.clear();
-    st.sum.resize(nxy, 0.0);
-    st.p.resize(nxy, 0.0);
-    for n in 0..models {
-        let above = &mut st.above[n];
-        above.resize(nxy, 0);
-        match (&layout.prob[n][c], slab.prediction(n, c)) {
-            // uint8 = p × 255: p > 0.5 ⇔ v ≥ 128, exactly.
-            (ProbDecoder::U8Table, Voxels::U8(d)) => {
-                for ((a, s), &v) in above.iter_mut().zip(st.sum.iter_mut()).zip(&d[range.clone()]) {
-                    *a = (v >= 128) as u8;
-                    *s += v as f64 / 255.0;
-                }
-            }
-            (dec, v) => {
-                dec.decode(v, range.clone(), &mut st.p)
-                    .map_err(|e| format!("{}: {e}", layout.paths[layout.predictions[n][c]].display()))?;
-                for ((a, s), &p) in above.iter_mut().zip(st.sum.iter_mut()).zip(&st.p) {
-                    *a = (p > 0.5) as u8;
-                    *s += p;
-                }
-            }
+    // Far from the organ every model says 0 and the label is empty: nothing to count, and the
+    // NSD stream only needs to know the slice is empty. Most slices of most classes are so.
+    let zero_u8 = |v: &Voxels| matches!(v, Voxels::U8(d) if d[range.clone()].iter().all(|&b| b == 0));
+    let all_zero = (0..models).all(|n| layout.prob[n][c] == ProbDecoder::U8Table && zero_u8(slab.prediction(n, c)))
+        && slab.label(c).is_none_or(|l| with_voxels!(l, d => d[range.clone()].iter().all(|&v| v as f64 <= 0.0)));
+    if all_zero {
+        if let Some(nsd) = &mut st.nsd {
+            st.cons.clear();
+            st.cons.resize(nxy, 0);
+            nsd.push(&st.cons, &st.cons);
         }
-        st.model[n] += above.iter().map(|&a| a as u64).sum::<u64>();
+        return Ok(());
     }
-    // Σp / N, as numpy's mean: the same side of 0.5 as the attention stage.
-    let n = models as f64;
-    for (cv, &s) in st.cons.iter_mut().zip(&st.sum) {
-        *cv = (s / n > 0.5) as u8;
+    st.cons.resize(nxy, 0);
+    let u8_rows: Option<Vec<&[u8]>> = (0..models)
+        .map(|n| match (&layout.prob[n][c], slab.prediction(n, c)) {
+            (ProbDecoder::U8Table, Voxels::U8(d)) => Some(&d[range.clone()]),
+            _ => None,
+        })
+        .collect();
+    if let Some(rows) = u8_rows {
+        // uint8 = p × 255, in integers: p > 0.5 ⇔ v ≥ 128, and mean p > 0.5 ⇔ 2 Σv > 255 N.
+        // Only an exact tie (N even) is settled in floating point, where numpy's mean falls.
+        st.isum.clear();
+        st.isum.resize(nxy, 0);
+        for (n, row) in rows.iter().enumerate() {
+            let above = &mut st.above[n];
+            above.resize(nxy, 0);
+            for ((a, s), &v) in above.iter_mut().zip(st.isum.iter_mut()).zip(row.iter()) {
+                *a = (v >= 128) as u8;
+                *s += v as u32;
+            }
+            st.model[n] += above.iter().map(|&a| a as u64).sum::<u64>();
+        }
+        let half = 255 * models as u32;
+        for (k, (cv, &s)) in st.cons.iter_mut().zip(&st.isum).enumerate() {
+            *cv = if 2 * s != half {
+                (2 * s > half) as u8
+            } else {
+                (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8
+            };
+        }
+    } else {
+        st.sum.clear();
+        st.sum.resize(nxy, 0.0);
+        st.p.resize(nxy, 0.0);
+        for n in 0..models {
+            let above = &mut st.above[n];
+            above.resize(nxy, 0);
+            layout.prob[n][c]
+                .decode(slab.prediction(n, c), range.clone(), &mut st.p)
+                .map_err(|e| format!("{}: {e}", layout.paths[layout.predictions[n][c]].display()))?;
+            for ((a, s), &p) in above.iter_mut().zip(st.sum.iter_mut()).zip(&st.p) {
+                *a = (p > 0.5) as u8;
+                *s += p;
+            }
+            st.model[n] += above.iter().map(|&a| a as u64).sum::<u64>();
+        }
+        // Σp / N, as numpy's mean: the same side of 0.5 as the attention stage.
+        let n = models as f64;
+        for (cv, &s) in st.cons.iter_mut().zip(&st.sum) {
+            *cv = (s / n > 0.5) as u8;
+        }
     }
     st.consensus += st.cons.iter().map(|&v| v as u64).sum::<u64>();
     for (k, &(a, b)) in pairs.iter().enumerate() {

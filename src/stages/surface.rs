@@ -66,6 +66,17 @@ fn distance(s: [f64; 3], dx: isize, dy: isize, dz: isize) -> f64 {
 /// the slice has no surfel.
 type Codes = Vec<u8>;
 
+/// A corner slice's codes from the half codes of the mask slice below it and of the one above
+/// (whose bits move one place right: c = 1).
+fn combine(lower: &Codes, upper: &Codes) -> Codes {
+    match (lower.is_empty(), upper.is_empty()) {
+        (true, true) => Codes::new(),
+        (false, true) => lower.clone(),
+        (true, false) => upper.iter().map(|&u| u >> 1).collect(),
+        (false, false) => lower.iter().zip(upper).map(|(&l, &u)| l | (u >> 1)).collect(),
+    }
+}
+
 #[inline]
 fn is_surfel(code: u8) -> bool {
     code != 0 && code != 255
@@ -79,8 +90,8 @@ pub struct SurfaceDice {
     areas: [f64; 256],
     offsets: Vec<(isize, isize, isize)>,
     rz: usize,
-    /// The last mask slice pushed, per mask (for the next corner slice's lower half).
-    prev: [Option<Vec<u8>>; 2],
+    /// Half codes of the last mask slice pushed, per mask (the next corner slice's lower half).
+    prev: [Codes; 2],
     /// Corner slices kept: (index, codes of G, codes of P).
     window: VecDeque<(usize, Codes, Codes)>,
     next_corner: usize,
@@ -101,7 +112,7 @@ impl SurfaceDice {
             areas: area_table(spacing),
             offsets,
             rz,
-            prev: [None, None],
+            prev: [Codes::new(), Codes::new()],
             window: VecDeque::new(),
             next_corner: 0,
             evaluated: 0,
@@ -113,51 +124,43 @@ impl SurfaceDice {
     /// Pushes the next z-slice of G and of P (0/1 per voxel, x fastest).
     pub fn push(&mut self, g: &[u8], p: &[u8]) {
         assert!(self.next_corner < self.nz, "more slices than the volume has");
-        let cg = self.codes(0, Some(g));
-        let cp = self.codes(1, Some(p));
-        self.prev = [Some(g.to_vec()), Some(p.to_vec())];
+        let halves = [self.half_codes(g), self.half_codes(p)];
+        let cg = combine(&self.prev[0], &halves[0]);
+        let cp = combine(&self.prev[1], &halves[1]);
         self.window.push_back((self.next_corner, cg, cp));
         self.next_corner += 1;
         if self.next_corner == self.nz {
             // The last corner slice sees the last mask slice and the outside.
-            let cg = self.codes(0, None);
-            let cp = self.codes(1, None);
+            let cg = combine(&halves[0], &Codes::new());
+            let cp = combine(&halves[1], &Codes::new());
             self.window.push_back((self.nz, cg, cp));
             self.next_corner += 1;
         }
+        self.prev = halves;
         self.evaluate_ready();
     }
 
-    /// Codes of the next corner slice of mask `m`, between `prev[m]` and `upper` (None = outside).
-    fn codes(&self, m: usize, upper: Option<&[u8]>) -> Codes {
+    /// The half code a mask slice contributes to the corner slice above it (as the lower
+    /// slice, c = 0): bit `128 >> (4a + 2b)` for voxel (cx−1+a, cy−1+b). As the upper slice
+    /// (c = 1) it contributes the same bits shifted right by one. Empty when the slice is.
+    fn half_codes(&self, mask: &[u8]) -> Codes {
         let (nx, ny) = (self.nx, self.ny);
-        let (cx, cy) = (nx + 1, ny + 1);
-        let lower = self.prev[m].as_deref();
-        let empty = |s: Option<&[u8]>| s.is_none_or(|s| s.iter().all(|&v| v == 0));
-        if empty(lower) && empty(upper) {
-            return Codes::new(); // no surfel: stored as nothing
+        if mask.iter().all(|&v| v == 0) {
+            return Codes::new();
         }
-        let mut out = vec![0u8; cx * cy];
-        // bit for voxel offset (a in x, b in y, c in z): 128 >> (4a + 2b + c); c = 0 is the
-        // lower slice (cz − 1), c = 1 the upper (cz).
-        for (c, slice) in [(0usize, lower), (1, upper)] {
-            let Some(s) = slice else { continue };
-            for y in 0..ny {
-                let row = &s[y * nx..(y + 1) * nx];
-                if row.iter().all(|&v| v == 0) {
-                    continue;
-                }
-                for (x, &v) in row.iter().enumerate() {
-                    if v == 0 {
-                        continue;
-                    }
-                    // Voxel (x, y) is offset a = 1 of corner x + 1 and a = 0 of corner x; the same in y.
-                    for (a, cxi) in [(0usize, x + 1), (1, x)] {
-                        for (b, cyi) in [(0usize, y + 1), (1, y)] {
-                            out[cyi * cx + cxi] |= 128u8 >> (4 * a + 2 * b + c);
-                        }
-                    }
-                }
+        let cx = nx + 1;
+        let mut out = vec![0u8; cx * (ny + 1)];
+        let zero = vec![0u8; nx];
+        for cy in 0..=ny {
+            // Rows y = cy − 1 (b = 0) and y = cy (b = 1).
+            let a_row = if cy > 0 { &mask[(cy - 1) * nx..cy * nx] } else { &zero[..] };
+            let b_row = if cy < ny { &mask[cy * nx..(cy + 1) * nx] } else { &zero[..] };
+            let row = &mut out[cy * cx..(cy + 1) * cx];
+            // Voxel x is a = 1 of corner x and a = 0 of corner x + 1.
+            for x in 0..nx {
+                let (va, vb) = (a_row[x], b_row[x]);
+                row[x] |= (va << 3) | (vb << 1); // a = 1: 8 (b = 0), 2 (b = 1)
+                row[x + 1] |= (va << 7) | (vb << 5); // a = 0: 128 (b = 0), 32 (b = 1)
             }
         }
         out

@@ -51,6 +51,9 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Write only the CTs (conversion benchmarks).
     pub ct_only: bool,
+    /// Original labels for every class of every case (metrics benchmarks); by default some
+    /// classes of two cases in three.
+    pub all_labels: bool,
 }
 
 /// splitmix64: a tiny, well-mixed hash; used as a counter-based generator so that every
@@ -160,7 +163,10 @@ fn sigmoid(x: f64) -> f64 {
 /// Writes the corpus; returns the case ids.
 pub fn synth(opts: &SynthOptions) -> Result<Vec<String>, NiftiError> {
     std::fs::create_dir_all(&opts.out)?;
-    let specs: Vec<CaseSpec> = (0..opts.cases).map(|i| case_spec(i, opts.seed)).collect();
+    let mut specs: Vec<CaseSpec> = (0..opts.cases).map(|i| case_spec(i, opts.seed)).collect();
+    if opts.all_labels {
+        specs.iter_mut().for_each(|s| s.labelled = (0..CLASSES.len()).collect());
+    }
     specs.par_iter().try_for_each(|s| write_case(&opts.out, s, opts.shape, opts.ct_only))?;
     let mut meta = String::from("case_id,dataset\n");
     for s in &specs {
