@@ -4,6 +4,7 @@
 //! NIfTI-Zarr groups, `input` discovers cases from pipeline templates, `pipeline` holds the
 //! configuration and the runner, `synth` makes synthetic corpora.
 
+pub mod checkpoint;
 pub mod input;
 pub mod nifti;
 pub mod pipeline;

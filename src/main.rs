@@ -1,12 +1,15 @@
 //! The `slabflow` command: parses the command line, sets up logging, calls the library.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use slabflow::pipeline::{self, Overrides, Pipeline, RunError};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use slabflow::pipeline::{self, Overrides, Pipeline, RunError, RunOptions};
 use slabflow::synth::{self, SynthOptions};
 
 #[derive(Parser)]
@@ -44,6 +47,12 @@ enum Command {
     },
     /// List the stage kinds and their parameters with defaults.
     Stages,
+    /// Tell what a run in an output directory has done, failed and left.
+    Status {
+        /// The output directory of the run.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Check a pipeline file and report every problem at once.
     Validate { pipeline: PathBuf },
     /// Write a synthetic corpus (CT phantoms, three models' soft predictions, labels).
@@ -113,10 +122,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            if fresh {
-                discard_progress(&p.output.dir)?;
-            }
-            run(&p)
+            run(&p, fresh)
         }
         Command::Stages => {
             for k in slabflow::stages::REGISTRY {
@@ -125,6 +131,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("    {name:<20} default {default:<10} {meaning}");
                 }
                 println!();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { output } => {
+            let st = match slabflow::checkpoint::status(&output) {
+                Ok(st) => st,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            println!("output:   {}", output.display());
+            println!("pipeline: {} (slabflow {})", st.pipeline_file.display(), st.fingerprint.slabflow);
+            println!("input:    {}", st.fingerprint.input.display());
+            match st.discovered {
+                Some(n) => println!(
+                    "cases:    {n} discovered, {} done, {} failed, {} left",
+                    st.done,
+                    st.failed.len(),
+                    n.saturating_sub(st.done + st.failed.len())
+                ),
+                None => {
+                    println!("cases:    {} done, {} failed (the corpus cannot be read now)", st.done, st.failed.len())
+                }
+            }
+            for (id, e) in st.failed.iter().take(20) {
+                println!("  failed {id}: {e}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -171,8 +204,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
             let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
             let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
-            discard_progress(&out)?;
-            let code = run(&p)?;
+            let code = run(&p, true)?;
             eprintln!(
                 "Pipeline: {}\nCases (NIfTI-Zarr): {}\nFailures: {}",
                 file.display(),
@@ -184,31 +216,34 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run(p: &Pipeline) -> anyhow::Result<ExitCode> {
-    match pipeline::run(p) {
+fn run(p: &Pipeline, fresh: bool) -> anyhow::Result<ExitCode> {
+    // Ctrl-C / SIGTERM (SLURM sends it before the kill): stop taking new cases, let those in
+    // flight finish and be recorded, write the tables, say how to resume. A second signal
+    // ends the process at once; the journal keeps what was finished.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let opts = RunOptions { fresh, stop: Some(stop) };
+    match pipeline::run(p, &opts) {
         Ok(summary) => {
             summary.print();
+            if summary.interrupted {
+                eprintln!(
+                    "Interrupted: {} cases finished, {} failed, {} left. Run the same command again to resume.",
+                    summary.succeeded,
+                    summary.failures.len(),
+                    summary.left
+                );
+                return Ok(ExitCode::from(130));
+            }
             Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Err(e @ (RunError::Plan(_) | RunError::Input(_) | RunError::Locked { .. })) => {
+        Err(e @ (RunError::Plan(_) | RunError::Input(_) | RunError::Locked { .. } | RunError::Checkpoint(_))) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(2))
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// `--fresh`: removes what earlier runs left in `out` (only slabflow's own files).
-fn discard_progress(out: &Path) -> anyhow::Result<()> {
-    for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
-        let path = out.join(name);
-        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        match r {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", path.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }

@@ -8,4 +8,4 @@ pub mod report;
 pub mod run;
 
 pub use config::{ConfigError, Overrides, Pipeline};
-pub use run::{RunError, RunSummary, run};
+pub use run::{RunError, RunOptions, RunSummary, run};

@@ -10,10 +10,11 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{CaseRecord, CheckpointError, Journal, Outcome};
 use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::case::{self, CaseReport};
@@ -32,12 +33,23 @@ pub enum RunError {
     Locked { dir: PathBuf, lock: PathBuf },
     #[error("{0}")]
     Plan(String),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How a run is started.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Discard earlier progress in the output directory.
+    pub fresh: bool,
+    /// Set (by a signal handler) to stop taking new cases; cases in flight finish.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished run reports.
@@ -53,6 +65,10 @@ pub struct RunSummary {
     pub peak_rss: Option<u64>,
     /// `ranking.csv`'s rows, when the pipeline ranks.
     pub ranking: Option<Vec<RankRow>>,
+    /// Cases neither finished nor failed (the run was interrupted before them).
+    pub left: usize,
+    /// The run stopped early on a signal.
+    pub interrupted: bool,
 }
 
 impl RunSummary {
@@ -91,7 +107,7 @@ impl RunSummary {
 }
 
 /// Runs `p` over its corpus.
-pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
+pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let start = Instant::now();
     let cases = input::discover(p)?;
     let budget = MemoryBudget::new(p.memory_limit);
@@ -131,54 +147,111 @@ pub fn run(p: &Pipeline) -> Result<RunSummary, RunError> {
     );
 
     let out = &p.output.dir;
-    std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| RunError::Io { path: out.clone(), source })?;
     let _lock = lock_output(out)?;
+    if opts.fresh {
+        discard_outputs(out)?;
+    }
+    let journal = Journal::open(out, p, opts.fresh)?;
+    std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
+    let mut records = journal.records();
+    let todo: Vec<&Case> = cases
+        .iter()
+        .filter(|c| !matches!(records.get(&c.id), Some(CaseRecord { outcome: Outcome::Done { .. }, .. })))
+        .collect();
+    if todo.len() < cases.len() {
+        tracing::info!(
+            finished = cases.len() - todo.len(),
+            left = todo.len(),
+            "Resuming: {} of {} cases were finished by an earlier run and are kept.",
+            cases.len() - todo.len(),
+            cases.len()
+        );
+    }
 
-    let progress = Progress::new(cases.len(), start);
+    let progress = Progress::new(todo.len(), start);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, CaseOutcome)>> = Mutex::new(Vec::new());
+    let fresh_records: Mutex<Vec<CaseRecord>> = Mutex::new(Vec::new());
+    let bytes = AtomicU64::new(0);
     std::thread::scope(|s| {
-        for _ in 0..workers {
+        for _ in 0..workers.min(todo.len().max(1)) {
             s.spawn(|| {
                 loop {
+                    if opts.stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = cases.get(i) else { break };
+                    let Some(c) = todo.get(i) else { break };
                     let t = Instant::now();
                     let r = run_case(c, p, out, &budget);
+                    let outcome = match &r {
+                        Ok((rep, res)) => {
+                            bytes.fetch_add(rep.bytes, Ordering::Relaxed);
+                            Outcome::Done { result: res.clone(), slabs: rep.slabs, bytes: rep.bytes }
+                        }
+                        Err(e) => Outcome::Failed { error: e.clone() },
+                    };
+                    let mut rec = CaseRecord { case_id: c.id.clone(), dataset: c.dataset.clone(), outcome };
+                    // A case counts as finished only once its record is durable.
+                    let case_dir = out.join("cases").join(format!("{}.zarr", c.id));
+                    let r = match journal.record(&rec, &case_dir) {
+                        Ok(()) => r,
+                        Err(e) => {
+                            rec.outcome = Outcome::Failed { error: e.to_string() };
+                            Err(e.to_string())
+                        }
+                    };
                     progress.case_done(c, &r, t.elapsed());
-                    results.lock().unwrap().push((i, r));
+                    fresh_records.lock().unwrap().push(rec);
                 }
             });
         }
     });
     progress.finish();
+    let interrupted = next.load(Ordering::Relaxed) < todo.len();
 
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(i, _)| *i);
+    for rec in fresh_records.into_inner().unwrap() {
+        records.insert(rec.case_id.clone(), rec);
+    }
+    // The tables cover every discovered case that has a record, earlier runs' included.
     let mut failures = Vec::new();
     let mut succeeded = Vec::new();
-    let mut bytes = 0;
-    for (i, r) in results {
-        match r {
-            Ok((rep, res)) => {
-                bytes += rep.bytes;
-                succeeded.push((&cases[i], res));
-            }
-            Err(e) => failures.push((cases[i].id.clone(), e)),
+    for c in &cases {
+        match records.get(&c.id).map(|r| &r.outcome) {
+            Some(Outcome::Done { result, .. }) => succeeded.push((c, result.clone())),
+            Some(Outcome::Failed { error }) => failures.push((c.id.clone(), error.clone())),
+            None => {}
         }
     }
     let ranking = report::write_outputs(p, out, &succeeded, &failures)?;
+    let succeeded = succeeded.len();
+    let left = cases.len() - succeeded - failures.len();
     Ok(RunSummary {
         output: out.clone(),
         cases: cases.len(),
-        succeeded: cases.len() - failures.len(),
+        succeeded,
         failures,
         elapsed: start.elapsed(),
-        bytes,
+        bytes: bytes.load(Ordering::Relaxed),
         workers,
         peak_rss: peak_rss(),
         ranking,
+        left,
+        interrupted,
     })
+}
+
+/// `--fresh`: removes what earlier runs left in `out` (only slabflow's own files).
+fn discard_outputs(out: &Path) -> Result<(), RunError> {
+    for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
+        let path = out.join(name);
+        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RunError::Io { path, source: e }),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 type CaseOutcome = Result<(CaseReport, CaseResult), String>;

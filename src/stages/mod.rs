@@ -146,7 +146,7 @@ impl CaseSlab<'_> {
 }
 
 /// What stages learn about one (case, class): the columns of `metrics.csv`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassRow {
     pub consensus_voxels: Option<u64>,
     pub volume_ml: Option<f64>,
@@ -163,8 +163,8 @@ pub struct ClassRow {
     pub model_agreement: Vec<Option<f64>>,
 }
 
-/// The reductions of one case.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The reductions of one case (kept in the progress journal, so a resumed run has them).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CaseResult {
     pub classes: Vec<ClassRow>,
     /// Σ over classes of `attention_sum`, when an attention stage ran.

@@ -1,0 +1,237 @@
+//! The progress journal: what lets an interrupted run resume where it stopped, losing nothing.
+//!
+//! Layout, in the output directory: `.slabflow/run.json` (the fingerprint of the pipeline and
+//! of slabflow), `.slabflow/pipeline.toml` (the pipeline text, to say what changed), and one
+//! `.slabflow/cases/<case_id>.json` per finished case with its reductions (or its error).
+//!
+//! Invariants:
+//! - every journal file is written to a temp file, fsynced, then renamed: a crash at any byte
+//!   leaves the old file or the new one, never a torn one (a file that does not parse is
+//!   treated as absent);
+//! - a case's record is written only after its Zarr data is on disk (`syncfs`), so a record
+//!   never points at data a power loss could take back;
+//! - a run resumes only with the same fingerprint; anything else is refused with what changed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::config::Pipeline;
+use crate::stages::CaseResult;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "{dir} holds the progress of a run with a different pipeline ({what}).\n  To start over, run again with --fresh (earlier results in {dir} are discarded);\n  to resume, run the earlier pipeline (saved in {saved})."
+    )]
+    Changed { dir: PathBuf, what: String, saved: PathBuf },
+    #[error("{0} has no slabflow progress journal (.slabflow/run.json): nothing was run there")]
+    NoJournal(PathBuf),
+    #[error("progress journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What identifies a run: results are comparable only under the same values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub slabflow: String,
+    /// FNV-1a of the pipeline file's bytes.
+    pub pipeline: String,
+    /// The corpus root the run reads.
+    pub input: PathBuf,
+}
+
+impl Fingerprint {
+    pub fn of(p: &Pipeline) -> Fingerprint {
+        let hash = p.text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        Fingerprint {
+            slabflow: env!("CARGO_PKG_VERSION").to_string(),
+            pipeline: format!("{hash:016x}"),
+            input: std::fs::canonicalize(&p.input.root).unwrap_or_else(|_| p.input.root.clone()),
+        }
+    }
+}
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    Done { result: CaseResult, slabs: usize, bytes: u64 },
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    pub case_id: String,
+    pub dataset: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub const DIR: &str = ".slabflow";
+
+    /// Opens (or starts) the journal of `out` for pipeline `p`. With `fresh`, earlier progress
+    /// is discarded; otherwise a journal of another pipeline is refused.
+    pub fn open(out: &Path, p: &Pipeline, fresh: bool) -> Result<Journal, CheckpointError> {
+        let dir = out.join(Self::DIR);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CheckpointError::Io { path, source }
+        };
+        if fresh && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        std::fs::create_dir_all(dir.join("cases")).map_err(io(&dir))?;
+        let now = Fingerprint::of(p);
+        let run = dir.join("run.json");
+        match std::fs::read(&run).ok().and_then(|b| serde_json::from_slice::<Fingerprint>(&b).ok()) {
+            Some(before) if before != now => {
+                let what = if before.slabflow != now.slabflow {
+                    format!("slabflow {} then, {} now", before.slabflow, now.slabflow)
+                } else if before.pipeline != now.pipeline {
+                    let old = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap_or_default();
+                    format!("the pipeline file changed: {}", describe_change(&old, &p.text))
+                } else {
+                    format!("input {} then, {} now", before.input.display(), now.input.display())
+                };
+                return Err(CheckpointError::Changed { dir: out.to_owned(), what, saved: dir.join("pipeline.toml") });
+            }
+            Some(_) => {}
+            None => {
+                write_atomic(&dir.join("pipeline.toml"), p.text.as_bytes()).map_err(io(&dir))?;
+                let bytes = serde_json::to_vec_pretty(&now).expect("serialisable");
+                write_atomic(&run, &bytes).map_err(io(&run))?;
+            }
+        }
+        Ok(Journal { dir })
+    }
+
+    /// Every readable case record, by case id.
+    pub fn records(&self) -> BTreeMap<String, CaseRecord> {
+        let mut out = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.join("cases")) else { return out };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "json")
+                && let Some(r) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<CaseRecord>(&b).ok())
+            {
+                out.insert(r.case_id.clone(), r);
+            }
+        }
+        out
+    }
+
+    /// Records a case as finished, after flushing its data (`case_dir`) to disk.
+    pub fn record(&self, rec: &CaseRecord, case_dir: &Path) -> Result<(), CheckpointError> {
+        let path = self.dir.join("cases").join(format!("{}.json", rec.case_id));
+        if case_dir.exists() {
+            sync_filesystem(case_dir).map_err(|source| CheckpointError::Io { path: case_dir.to_owned(), source })?;
+        }
+        let bytes = serde_json::to_vec(rec).expect("serialisable");
+        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })
+    }
+}
+
+/// What `slabflow status` reports.
+#[derive(Debug)]
+pub struct Status {
+    pub fingerprint: Fingerprint,
+    pub pipeline_file: PathBuf,
+    /// Cases the saved pipeline discovers now (None if the corpus cannot be read).
+    pub discovered: Option<usize>,
+    pub done: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Reads the journal of `out` without touching it (no lock needed).
+pub fn status(out: &Path) -> Result<Status, CheckpointError> {
+    let dir = out.join(Journal::DIR);
+    let run = dir.join("run.json");
+    let fingerprint: Fingerprint = std::fs::read(&run)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| CheckpointError::NoJournal(out.to_owned()))?;
+    let journal = Journal { dir: dir.clone() };
+    let records = journal.records();
+    let pipeline_file = dir.join("pipeline.toml");
+    let overrides = crate::pipeline::Overrides {
+        input: Some(fingerprint.input.clone()),
+        output: Some(out.to_owned()),
+        memory_limit: None,
+    };
+    let discovered = crate::pipeline::Pipeline::load(&pipeline_file, &overrides)
+        .ok()
+        .and_then(|p| crate::input::discover(&p).ok())
+        .map(|cases| cases.len());
+    let done = records.values().filter(|r| matches!(r.outcome, Outcome::Done { .. })).count();
+    let failed = records
+        .values()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Failed { error } => Some((r.case_id.clone(), error.clone())),
+            _ => None,
+        })
+        .collect();
+    Ok(Status { fingerprint, pipeline_file, discovered, done, failed })
+}
+
+/// A one-line summary of how `new` differs from `old` (lines removed and added).
+fn describe_change(old: &str, new: &str) -> String {
+    let old_lines: Vec<&str> = old.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let new_lines: Vec<&str> = new.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let removed: Vec<&str> = old_lines.iter().filter(|l| !new_lines.contains(l)).copied().collect();
+    let added: Vec<&str> = new_lines.iter().filter(|l| !old_lines.contains(l)).copied().collect();
+    let show = |v: &[&str]| v.iter().take(3).map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ");
+    match (removed.is_empty(), added.is_empty()) {
+        (true, true) => "only whitespace or order".into(),
+        (false, true) => format!("removed {}", show(&removed)),
+        (true, false) => format!("added {}", show(&added)),
+        (false, false) => format!("{} became {}", show(&removed), show(&added)),
+    }
+}
+
+/// temp file + fsync + rename (+ fsync of the directory): a reader sees the old file or the
+/// new one, never half of one, even after a power loss.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Flushes every dirty page of the filesystem holding `path` (Linux `syncfs`): one call makes
+/// a whole case's Zarr chunks durable, instead of an fsync per chunk file.
+fn sync_filesystem(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path)?;
+    // SAFETY: a valid, open file descriptor for the duration of the call.
+    let r = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_a_changed_line() {
+        let d = describe_change("a = 1\nbudget = 0.05\n", "a = 1\nbudget = 0.1\n");
+        assert_eq!(d, "`budget = 0.05` became `budget = 0.1`");
+    }
+}

@@ -1,0 +1,155 @@
+//! Interrupted runs: killed with SIGKILL at random instants (during Zarr writes, journal
+//! updates, anywhere), stopped with SIGTERM, or re-run with another pipeline. A resumed run's
+//! outputs are byte-identical to an uninterrupted run's, and finished cases are not redone.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn pipeline(dir: &Path, budget: &str) -> PathBuf {
+    util::convert_pipeline(
+        dir,
+        &format!(
+            "[runtime]\nslab_depth = 4\n\n[[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"metrics\"\n\n[[stages]]\nkind = \"rank\"\nbudget = {budget}\n"
+        ),
+    )
+}
+
+/// The outputs the contract fixes: the Zarr groups and the three tables.
+fn outputs(out: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut t = util::tree(&out.join("cases"));
+    for f in ["metrics.csv", "ranking.csv", "failures.csv"] {
+        t.insert(PathBuf::from(f), std::fs::read(out.join(f)).unwrap_or_default());
+    }
+    t
+}
+
+fn start(p: &Path, corpus: &Path, out: &Path) -> std::process::Child {
+    util::bin()
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finished_cases(out: &Path) -> usize {
+    std::fs::read_dir(out.join(".slabflow/cases"))
+        .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_at_random_instants_the_resumed_run_equals_an_uninterrupted_one() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 8, [40, 36, 22]);
+    let p = pipeline(t.path(), "0.25");
+    let reference = t.path().join("reference");
+    let began = Instant::now();
+    let o = util::run(&p, &corpus, &reference, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let full = began.elapsed();
+
+    let out = t.path().join("out");
+    let mut seed = 0x5eedu64;
+    let mut kills = 0;
+    let mut progress = Vec::new();
+    // Kill at a random instant within the first 40 % of a full run's time, again and again,
+    // until a run gets to finish on its own.
+    for _ in 0..40 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = Duration::from_micros((seed >> 33) % (full.as_micros() as u64 * 2 / 5).max(1));
+        let mut child = start(&p, &corpus, &out);
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        progress.push(finished_cases(&out));
+        if finished {
+            break;
+        }
+    }
+    assert!(kills >= 5, "too few runs were killed mid-way ({kills}); the corpus is too small for this machine");
+    let o = util::run(&p, &corpus, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert_eq!(
+        outputs(&out),
+        outputs(&reference),
+        "resumed outputs differ (journal counts after each kill: {progress:?})"
+    );
+}
+
+#[test]
+fn finished_cases_are_not_recomputed() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 3, [24, 20, 12]);
+    let p = pipeline(t.path(), "0.05");
+    let out = t.path().join("out");
+    assert!(util::run(&p, &corpus, &out, &[]).status.success());
+    let chunk = out.join("cases/BDMAP_00000001.zarr/ct/zarr.json");
+    let before = std::fs::metadata(&chunk).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let o = util::bin()
+        .env("RUST_LOG", "info")
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(util::stderr(&o).contains("Resuming: 3 of 3 cases were finished"), "{}", util::stderr(&o));
+    assert_eq!(std::fs::metadata(&chunk).unwrap().modified().unwrap(), before, "a finished case was rewritten");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_the_resumed_run_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 10, [40, 36, 22]);
+    let p = pipeline(t.path(), "0.25");
+    let reference = t.path().join("reference");
+    assert!(util::run(&p, &corpus, &reference, &[]).status.success());
+    let out = t.path().join("out");
+    let child = start(&p, &corpus, &out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while finished_cases(&out) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() == Some(130) {
+        assert!(err.contains("Run the same command again to resume"), "{err}");
+        assert!(finished_cases(&out) < 10);
+    } else {
+        assert!(o.status.success(), "{err}"); // the signal came after the last case
+    }
+    let o = util::run(&p, &corpus, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert_eq!(outputs(&out), outputs(&reference));
+}
+
+#[test]
+fn a_changed_pipeline_refuses_to_resume_and_fresh_starts_over() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 2, [16, 16, 8]);
+    let p = pipeline(t.path(), "0.05");
+    let out = t.path().join("out");
+    assert!(util::run(&p, &corpus, &out, &[]).status.success());
+    let changed = pipeline(t.path(), "0.5");
+    let o = util::run(&changed, &corpus, &out, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = util::stderr(&o);
+    assert!(err.contains("budget = 0.05") && err.contains("budget = 0.5") && err.contains("--fresh"), "{err}");
+    let o = util::run(&changed, &corpus, &out, &["--fresh"]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let st = util::slabflow(&["status", "--output", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(text.contains("2 discovered, 2 done, 0 failed, 0 left"), "{text}");
+}
