@@ -312,3 +312,44 @@ fn the_readme_pipeline_example_validates() {
     let p = slabflow::pipeline::Pipeline::parse(Path::new("README.md"), block, &Default::default());
     assert!(p.is_ok(), "{}", p.err().unwrap());
 }
+
+/// Hostile files inside a corpus (garbage instead of NIfTI, a header claiming 32767³ voxels, a
+/// corrupt deflate stream, an unsupported datatype) fail their case alone, naming the file and
+/// the problem; the other cases' outputs equal a run without the bad ones.
+#[test]
+fn hostile_inputs_fail_their_case_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 6, [16, 16, 9]);
+    let p = util::convert_pipeline(t.path(), "[[stages]]\nkind = \"attention\"\n");
+    let clean = t.path().join("clean");
+    assert!(run(&p, &corpus, &clean, &[]).status.success());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nifti");
+    let bad = [
+        ("BDMAP_00000001", "predictions/unet/liver.nii.gz", "garbage.nii.gz", "not a NIfTI"),
+        ("BDMAP_00000002", "predictions/nnunet/spleen.nii.gz", "huge_dims.nii", "exceeds"),
+        ("BDMAP_00000004", "predictions/unet/stomach.nii.gz", "rgb24.nii", "rgb24"),
+    ];
+    for (case, file, fixture, _) in bad {
+        std::fs::copy(fixtures.join(fixture), corpus.join(case).join(file)).unwrap();
+    }
+    // A corrupt deflate stream on the case's own grid: the header reads, the data does not.
+    let corrupt = corpus.join("BDMAP_00000003/predictions/swin_unetr/aorta.nii.gz");
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 16].fill(0xa5);
+    std::fs::write(&corrupt, bytes).unwrap();
+    let bad = [bad[0], bad[1], ("BDMAP_00000003", "predictions/swin_unetr/aorta.nii.gz", "", "gzip"), bad[2]];
+    let out = t.path().join("out");
+    let o = run(&p, &corpus, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
+    let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
+    assert_eq!(failures.lines().count(), 1 + bad.len(), "{failures}");
+    for ((case, file, _, words), line) in bad.iter().zip(failures.lines().skip(1)) {
+        assert!(line.starts_with(case) && line.contains(file) && line.contains(words), "{line}");
+    }
+    for id in ["BDMAP_00000005", "BDMAP_00000006"] {
+        let rel = format!("cases/{id}.zarr");
+        assert_eq!(util::tree(&out.join(&rel)), util::tree(&clean.join(&rel)), "{id} differs from the clean run");
+    }
+}

@@ -256,7 +256,7 @@ fn discard_outputs(out: &Path) -> Result<(), RunError> {
 
 type CaseOutcome = Result<(CaseReport, CaseResult), String>;
 
-/// Progress on long work: a bar (cases, decoded MB/s, ETA) when stderr is a terminal, one log
+/// Progress on long work: a bar (cases, slabs, decoded MB/s, ETA) when stderr is a terminal, one log
 /// line per case otherwise.
 struct Progress {
     bar: Option<ProgressBar>,
@@ -264,6 +264,7 @@ struct Progress {
     start: Instant,
     done: AtomicUsize,
     decoded: AtomicU64,
+    slabs: AtomicUsize,
 }
 
 impl Progress {
@@ -277,13 +278,21 @@ impl Progress {
             );
             b
         });
-        Progress { bar, total, start, done: AtomicUsize::new(0), decoded: AtomicU64::new(0) }
+        Progress {
+            bar,
+            total,
+            start,
+            done: AtomicUsize::new(0),
+            decoded: AtomicU64::new(0),
+            slabs: AtomicUsize::new(0),
+        }
     }
 
     fn case_done(&self, c: &Case, r: &CaseOutcome, took: Duration) {
         let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok((rep, _)) = r {
             self.decoded.fetch_add(rep.bytes, Ordering::Relaxed);
+            self.slabs.fetch_add(rep.slabs, Ordering::Relaxed);
         }
         let Some(b) = &self.bar else {
             match r {
@@ -299,7 +308,7 @@ impl Progress {
             return;
         };
         let rate = self.decoded.load(Ordering::Relaxed) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-        b.set_message(format!("{}/s", human_bytes(rate as u64)));
+        b.set_message(format!("{} slabs, {}/s", self.slabs.load(Ordering::Relaxed), human_bytes(rate as u64)));
         b.inc(1);
         if let Err(e) = r {
             b.suspend(|| tracing::warn!(case = %c.id, error = %e, "Case failed."));
