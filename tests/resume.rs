@@ -162,3 +162,43 @@ fn a_changed_pipeline_refuses_to_resume_and_fresh_starts_over() {
     let text = String::from_utf8_lossy(&st.stdout);
     assert!(text.contains("2 discovered, 2 done, 0 failed, 0 left"), "{text}");
 }
+
+/// A full disk fails the case being written, names the problem, frees that case's space, and
+/// the cases after it still finish.
+#[test]
+fn a_full_disk_fails_only_the_case_that_does_not_fit() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 3, [20, 20, 10]);
+    // One much larger case, sorted second: BDMAP_00000002 is replaced by a big volume.
+    let big = t.path().join("big");
+    util::synth(&big, 2, [256, 256, 80]);
+    std::fs::remove_dir_all(corpus.join("BDMAP_00000002")).unwrap();
+    std::fs::rename(big.join("BDMAP_00000002"), corpus.join("BDMAP_00000002")).unwrap();
+    // One case at a time: with several in flight, a case running beside the one filling the
+    // disk fails too (and is redone by the next run).
+    let p = util::convert_pipeline(t.path(), "[runtime]\nworkers = 1\n");
+    let out = t.path().join("small");
+    std::fs::create_dir_all(&out).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", out.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let o = util::run(&p, &corpus, &out, &["--memory-limit", "512MiB"]);
+    let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap_or_default();
+    let done = finished_cases(&out);
+    let _ = std::process::Command::new("umount").arg(&out).status();
+    assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
+    assert_eq!(failures.lines().count(), 2, "{failures}");
+    assert!(failures.contains("BDMAP_00000002") && failures.to_lowercase().contains("no space"), "{failures}");
+    assert_eq!(done, 3, "two finished cases and one failure are recorded");
+}

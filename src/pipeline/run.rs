@@ -184,6 +184,12 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let Some(c) = todo.get(i) else { break };
                     let t = Instant::now();
                     let r = run_case(c, p, out, &budget);
+                    let case_dir = out.join("cases").join(format!("{}.zarr", c.id));
+                    if r.is_err() {
+                        // A failed case leaves no half-written data (and frees its space: a
+                        // full disk fails that case, not the ones after it).
+                        let _ = std::fs::remove_dir_all(&case_dir);
+                    }
                     let outcome = match &r {
                         Ok((rep, res)) => {
                             bytes.fetch_add(rep.bytes, Ordering::Relaxed);
@@ -193,7 +199,6 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     };
                     let mut rec = CaseRecord { case_id: c.id.clone(), dataset: c.dataset.clone(), outcome };
                     // A case counts as finished only once its record is durable.
-                    let case_dir = out.join("cases").join(format!("{}.zarr", c.id));
                     let r = match journal.record(&rec, &case_dir) {
                         Ok(()) => r,
                         Err(e) => {
