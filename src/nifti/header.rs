@@ -244,10 +244,6 @@ impl Header {
         [self.pixdim[1].abs(), self.pixdim[2].abs(), self.pixdim[3].abs()]
     }
 
-    pub fn voxel_volume_mm3(&self) -> f64 {
-        self.spacing().iter().product()
-    }
-
     /// `(slope, inter)` when the header asks for scaling. As nibabel: a slope of 0, NaN or ±inf
     /// means no scaling.
     pub fn scaling(&self) -> Option<(f64, f64)> {

@@ -35,7 +35,6 @@ pub const SLABS_IN_FLIGHT: usize = 3;
 #[derive(Debug, Clone, Default)]
 pub struct CaseReport {
     pub slabs: usize,
-    pub volumes: usize,
     /// Decoded voxel bytes streamed.
     pub bytes: u64,
 }
@@ -231,7 +230,7 @@ pub fn process_case(
     let depth = sinks[0].writer.slab_depth();
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let mut report = CaseReport { volumes: vols.len(), ..Default::default() };
+    let mut report = CaseReport::default();
     let mut result = CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() };
     std::thread::scope(|s| -> Result<(), String> {
         let reader = s.spawn(move || -> Result<(), String> {

@@ -4,10 +4,9 @@
 //! are printed with Rust's shortest round-trip formatting, so the same results always give the
 //! same bytes whatever order cases finished in; every file is replaced atomically.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
+use crate::checkpoint::write_atomic;
 use crate::input::Case;
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;
@@ -118,13 +117,4 @@ fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<(), RunError> {
     }
     let bytes = w.into_inner().map_err(|e| io(e.into_error()))?;
     write_atomic(path, &bytes).map_err(io)
-}
-
-/// temp file + fsync + rename: a reader sees the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
