@@ -156,6 +156,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("cases:    {} done, {} failed (the corpus cannot be read now)", st.done, st.failed.len())
                 }
             }
+            for (id, z, nz) in &st.partial {
+                println!("  in progress {id}: slices 0–{z} of {nz} saved (a slab checkpoint; resumes there)");
+            }
             for (id, e) in st.failed.iter().take(20) {
                 println!("  failed {id}: {e}");
             }
@@ -217,9 +220,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn run(p: &Pipeline, fresh: bool) -> anyhow::Result<ExitCode> {
-    // Ctrl-C / SIGTERM (SLURM sends it before the kill): stop taking new cases, let those in
-    // flight finish and be recorded, write the tables, say how to resume. A second signal
-    // ends the process at once; the journal keeps what was finished.
+    // Ctrl-C / SIGTERM (SLURM sends it before the kill): stop taking new cases, save those in
+    // flight at their next slab boundary (a slab checkpoint), write the tables, say how to
+    // resume. A second signal ends the process at once; the journal keeps what was saved.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;

@@ -202,3 +202,165 @@ fn a_full_disk_fails_only_the_case_that_does_not_fit() {
     assert!(failures.contains("BDMAP_00000002") && failures.to_lowercase().contains("no space"), "{failures}");
     assert_eq!(done, 3, "two finished cases and one failure are recorded");
 }
+
+/// A pipeline that saves a slab checkpoint after every slab (`checkpoint_secs = 0`), with
+/// attention in `mode`, metrics (NSD against every class's label) and rank.
+fn slab_pipeline(dir: &Path, mode: &str) -> PathBuf {
+    let p = util::convert_pipeline(
+        dir,
+        &format!(
+            "[runtime]\nslab_depth = 4\ncheckpoint_secs = 0\nworkers = 1\n\n[[stages]]\nkind = \"normalize\"\n\n[[stages]]\nkind = \"attention\"\nmode = \"{mode}\"\n\n[[stages]]\nkind = \"metrics\"\n\n[[stages]]\nkind = \"rank\"\nbudget = 0.5\n"
+        ),
+    );
+    let named = dir.join(format!("slab-{mode}.toml"));
+    std::fs::rename(&p, &named).unwrap();
+    named
+}
+
+/// Two long-ish cases with labels for every class, so every stage keeps state across slabs.
+fn labelled_corpus(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus");
+    let o = util::slabflow(&[
+        "synth",
+        "--out",
+        corpus.to_str().unwrap(),
+        "--cases",
+        "2",
+        "--shape",
+        "48",
+        "40",
+        "64",
+        "--all-labels",
+    ]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    corpus
+}
+
+fn slab_checkpoints(out: &Path) -> usize {
+    std::fs::read_dir(out.join(".slabflow/cases"))
+        .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "slab")).count())
+        .unwrap_or(0)
+}
+
+/// A case killed mid-way resumes from its last slab checkpoint (not from slice 0), in both
+/// attention modes, and the outputs equal an uninterrupted run's byte for byte.
+#[test]
+fn a_case_killed_mid_way_resumes_from_its_slab_checkpoint() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = labelled_corpus(t.path());
+    let mut seed = 0xc4ec4u64;
+    let mut rand = move |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n.max(1)
+    };
+    let mut resumed_mid_case = 0;
+    for mode in ["paper", "released"] {
+        let p = slab_pipeline(t.path(), mode);
+        let reference = t.path().join(format!("reference-{mode}"));
+        let began = Instant::now();
+        let o = util::run(&p, &corpus, &reference, &[]);
+        assert!(o.status.success(), "{}", util::stderr(&o));
+        let full = began.elapsed();
+        assert_eq!(slab_checkpoints(&reference), 0, "a finished run leaves no slab checkpoint");
+        for round in 0..3 {
+            let out = t.path().join(format!("out-{mode}-{round}"));
+            // Kill twice, each time once a slab checkpoint exists plus a random delay (so the
+            // kill lands in stage work, Zarr writes or a checkpoint being written).
+            for _ in 0..2 {
+                let mut child = start(&p, &corpus, &out);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while slab_checkpoints(&out) == 0 && child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                std::thread::sleep(Duration::from_micros(rand(full.as_micros() as u64 / 3)));
+                let _ = child.kill(); // SIGKILL
+                child.wait().unwrap();
+            }
+            let o = util::bin()
+                .env("RUST_LOG", "info")
+                .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", util::stderr(&o));
+            if util::stderr(&o).contains("Resuming the case at slice") {
+                resumed_mid_case += 1;
+            }
+            assert_eq!(outputs(&out), outputs(&reference), "{mode}, round {round}: resumed outputs differ");
+            assert_eq!(slab_checkpoints(&out), 0);
+        }
+    }
+    assert!(resumed_mid_case >= 3, "only {resumed_mid_case} of 6 final runs resumed a case from a slab checkpoint");
+}
+
+/// SIGTERM saves the case in flight at its next slab boundary: `status` shows it, and the
+/// next run goes on from there to the same outputs.
+#[test]
+fn sigterm_saves_the_case_in_flight_and_status_shows_it() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = labelled_corpus(t.path());
+    let p = slab_pipeline(t.path(), "paper");
+    let reference = t.path().join("reference");
+    assert!(util::run(&p, &corpus, &reference, &[]).status.success());
+    let out = t.path().join("out");
+    let child = start(&p, &corpus, &out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slab_checkpoints(&out) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() == Some(130) {
+        assert!(err.contains("Run the same command again to resume"), "{err}");
+        let st = util::slabflow(&["status", "--output", out.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&st.stdout);
+        if finished_cases(&out) < 2 {
+            assert!(text.contains("in progress BDMAP_0000000") && text.contains("of 64 saved"), "{text}");
+        }
+    } else {
+        assert!(o.status.success(), "{err}"); // the signal came after the last slab
+    }
+    let o = util::run(&p, &corpus, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert_eq!(outputs(&out), outputs(&reference));
+}
+
+/// A slab checkpoint whose input files changed since is not trusted: the case starts over.
+#[test]
+fn a_slab_checkpoint_of_changed_inputs_is_discarded() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = labelled_corpus(t.path());
+    let p = slab_pipeline(t.path(), "paper");
+    let reference = t.path().join("reference");
+    assert!(util::run(&p, &corpus, &reference, &[]).status.success());
+    let out = t.path().join("out");
+    let child = start(&p, &corpus, &out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slab_checkpoints(&out) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait_with_output().unwrap();
+    if slab_checkpoints(&out) == 0 {
+        return; // the run ended before the signal: nothing to check
+    }
+    // Touch every input (same bytes, new modification time).
+    for case in ["BDMAP_00000001", "BDMAP_00000002"] {
+        let ct = ["ct.nii.gz", "ct.nii"].iter().map(|f| corpus.join(case).join(f)).find(|f| f.exists()).unwrap();
+        let bytes = std::fs::read(&ct).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::write(&ct, bytes).unwrap();
+    }
+    let o = util::bin()
+        .env("RUST_LOG", "info")
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(!util::stderr(&o).contains("Resuming the case at slice"), "{}", util::stderr(&o));
+    assert_eq!(outputs(&out), outputs(&reference));
+}

@@ -1,8 +1,10 @@
 //! The progress journal: what lets an interrupted run resume where it stopped, losing nothing.
 //!
 //! Layout, in the output directory: `.slabflow/run.json` (the fingerprint of the pipeline and
-//! of slabflow), `.slabflow/pipeline.toml` (the pipeline text, to say what changed), and one
-//! `.slabflow/cases/<case_id>.json` per finished case with its reductions (or its error).
+//! of slabflow), `.slabflow/pipeline.toml` (the pipeline text, to say what changed), one
+//! `.slabflow/cases/<case_id>.json` per finished case with its reductions (or its error), and
+//! `.slabflow/cases/<case_id>.slab` for a long case caught mid-way: the slice it had reached
+//! and its stages' states there ([`SlabCheckpoint`]).
 //!
 //! Invariants:
 //! - every journal file is written to a temp file, fsynced, then renamed: a crash at any byte
@@ -10,7 +12,10 @@
 //!   treated as absent);
 //! - a case's record is written only after its Zarr data is on disk (`syncfs`), so a record
 //!   never points at data a power loss could take back;
-//! - a run resumes only with the same fingerprint; anything else is refused with what changed.
+//! - a run resumes only with the same fingerprint; anything else is refused with what changed;
+//! - a slab checkpoint at slice z is written only after every Zarr chunk before z is on disk,
+//!   and is removed before its case's data is (a failed case) or after its record is written
+//!   (a finished one): it never outlives the data it describes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -140,8 +145,75 @@ impl Journal {
             sync_filesystem(case_dir).map_err(|source| CheckpointError::Io { path: case_dir.to_owned(), source })?;
         }
         let bytes = serde_json::to_vec(rec).expect("serialisable");
+        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })?;
+        self.clear_slab(&rec.case_id)
+    }
+
+    fn slab_path(&self, case_id: &str) -> PathBuf {
+        self.dir.join("cases").join(format!("{case_id}.slab"))
+    }
+
+    /// The slab checkpoint of `case_id`, if one was written and reads whole.
+    pub fn load_slab(&self, case_id: &str) -> Option<SlabCheckpoint> {
+        let bytes = std::fs::read(self.slab_path(case_id)).ok()?;
+        postcard::from_bytes::<SlabCheckpoint>(&bytes)
+            .ok()
+            .filter(|c| c.format == SlabCheckpoint::FORMAT && c.case_id == case_id)
+    }
+
+    /// Saves a slab checkpoint, after flushing the case's data written so far (`case_dir`).
+    pub fn save_slab(&self, cp: &SlabCheckpoint, case_dir: &Path) -> Result<(), CheckpointError> {
+        sync_filesystem(case_dir).map_err(|source| CheckpointError::Io { path: case_dir.to_owned(), source })?;
+        let path = self.slab_path(&cp.case_id);
+        let bytes = postcard::to_stdvec(cp).expect("serialisable");
         write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })
     }
+
+    /// Forgets the slab checkpoint of `case_id` (none is fine).
+    pub fn clear_slab(&self, case_id: &str) -> Result<(), CheckpointError> {
+        let path = self.slab_path(case_id);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What identifies an input file's contents for a slab checkpoint: a file replaced since makes
+/// the checkpoint stale (the case then starts over).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputStamp {
+    pub path: PathBuf,
+    pub len: u64,
+    pub modified_ns: u128,
+}
+
+impl InputStamp {
+    pub fn of(path: &Path) -> std::io::Result<InputStamp> {
+        let m = std::fs::metadata(path)?;
+        let modified_ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Ok(InputStamp { path: path.to_owned(), len: m.len(), modified_ns })
+    }
+}
+
+/// A case caught mid-way, at a slab boundary: every Zarr chunk before slice `z` is durable in
+/// the case's group, and `stages` hold each stage's state there ([`crate::stages::SlabStage::save`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlabCheckpoint {
+    pub format: u32,
+    pub case_id: String,
+    pub inputs: Vec<InputStamp>,
+    /// The next slice to read, and the case's number of slices.
+    pub z: usize,
+    pub nz: usize,
+    /// Slabs and decoded bytes streamed so far (the case's record counts them all).
+    pub slabs: usize,
+    pub bytes: u64,
+    pub stages: Vec<Vec<u8>>,
+}
+
+impl SlabCheckpoint {
+    pub const FORMAT: u32 = 1;
 }
 
 /// What `slabflow status` reports.
@@ -153,6 +225,8 @@ pub struct Status {
     pub discovered: Option<usize>,
     pub done: usize,
     pub failed: Vec<(String, String)>,
+    /// Cases caught mid-way with a slab checkpoint: (case id, next slice, slices).
+    pub partial: Vec<(String, usize, usize)>,
 }
 
 /// Reads the journal of `out` without touching it (no lock needed).
@@ -183,7 +257,19 @@ pub fn status(out: &Path) -> Result<Status, CheckpointError> {
             _ => None,
         })
         .collect();
-    Ok(Status { fingerprint, pipeline_file, discovered, done, failed })
+    let mut partial: Vec<(String, usize, usize)> = std::fs::read_dir(dir.join("cases"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let id = name.strip_suffix(".slab")?;
+            let cp = journal.load_slab(id)?;
+            (!records.contains_key(id)).then_some((cp.case_id, cp.z, cp.nz))
+        })
+        .collect();
+    partial.sort();
+    Ok(Status { fingerprint, pipeline_file, discovered, done, failed, partial })
 }
 
 /// A one-line summary of how `new` differs from `old` (lines removed and added).

@@ -154,6 +154,27 @@ impl VolumeReader {
     }
 }
 
+impl VolumeReader {
+    /// Moves past the next `nz` slices without decoding them into voxels (a resumed case
+    /// starts at its checkpoint): free for a mapped file; a gzip stream still has to be
+    /// inflated up to there, into a sink.
+    pub fn skip_slices(&mut self, nz: usize) -> Result<(), NiftiError> {
+        assert!(nz <= self.remaining(), "skip past the last slice");
+        if let Source::Gzip { stream } = &mut self.source {
+            let want = (nz * self.header.slice_bytes()) as u64;
+            let got = std::io::copy(&mut (&mut **stream).take(want), &mut std::io::sink())
+                .map_err(|e| gz_io(e).at(&self.path))?;
+            if got != want {
+                let z = self.z + (got / self.header.slice_bytes() as u64) as usize;
+                let msg = format!("the data ends in slice {z} of {}", self.header.shape()[2]);
+                return Err(NiftiError::Truncated(msg).at(&self.path));
+            }
+        }
+        self.z += nz;
+        Ok(())
+    }
+}
+
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {

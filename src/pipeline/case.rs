@@ -6,16 +6,22 @@
 //! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (one being read, one in the stages,
 //!   one whose input writes may still run); buffers are recycled, so a case allocates them once;
 //! - [`case_memory`] is the bound the budget reserves, computed from the headers alone;
-//! - nothing is written before every file of the case has opened and matched the CT's grid.
+//! - nothing is written before every file of the case has opened and matched the CT's grid;
+//! - a slab checkpoint at slice z is saved only once every input write and stage output before
+//!   z has returned (and the journal flushes them to disk first); a resumed case skips to z and
+//!   ends byte-identical to one never stopped.
 
 use std::path::Path;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, bounded};
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::checkpoint::{InputStamp, Journal, SlabCheckpoint};
 use crate::input::{Case, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
 use crate::pipeline::budget::MemoryBudget;
@@ -166,18 +172,88 @@ fn layout(vols: &[VolumeRef], headers: &[Header], p: &Pipeline) -> Layout {
     l
 }
 
-/// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages.
-pub fn process_case(
+/// What the engine needs besides the case and the pipeline.
+pub struct CaseEnv<'a> {
+    pub out_dir: &'a Path,
+    pub budget: &'a MemoryBudget,
+    pub journal: &'a Journal,
+    /// Set on SIGINT/SIGTERM: save the case at its next slab boundary and stop.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// How a case's streaming ended (errors aside).
+#[derive(Debug)]
+pub enum CaseEnd {
+    Done(CaseReport, CaseResult),
+    /// Stopped on request at a slab boundary, with a slab checkpoint at slice `z`.
+    Paused {
+        z: usize,
+        nz: usize,
+    },
+}
+
+/// Counts input writes still running, so a slab checkpoint waits for those before it.
+#[derive(Default)]
+struct InFlight {
+    n: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn begin(&self) -> InFlightGuard<'_> {
+        *self.n.lock().unwrap() += 1;
+        InFlightGuard(self)
+    }
+
+    fn wait_idle(&self) {
+        let mut n = self.n.lock().unwrap();
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap();
+        }
+    }
+}
+
+/// Ends one write when dropped, even if the write panicked.
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.n.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+/// The slab checkpoint `case` can resume from, if any is valid: same input files, same grid,
+/// its group still there. A stale one is removed (before the group is replaced).
+fn resumable(
     case: &Case,
-    p: &Pipeline,
-    out_dir: &Path,
-    budget: &MemoryBudget,
-) -> Result<(CaseReport, CaseResult), String> {
+    env: &CaseEnv,
+    stamps: &[InputStamp],
+    nz: usize,
+    depth: usize,
+    case_dir: &Path,
+) -> Result<Option<SlabCheckpoint>, String> {
+    let cp = env.journal.load_slab(&case.id);
+    let valid = cp.filter(|cp| {
+        cp.inputs == stamps && cp.nz == nz && cp.z < nz && cp.z % depth == 0 && case_dir.join("zarr.json").is_file()
+    });
+    if valid.is_none() {
+        env.journal.clear_slab(&case.id).map_err(|e| e.to_string())?;
+    }
+    Ok(valid)
+}
+
+/// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages, from its slab
+/// checkpoint if it has one, writing new ones every `[runtime] checkpoint_secs`.
+pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
     let (vols, mut readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
     let need = case_memory(&headers, depth, p);
-    let _reservation = budget.reserve(need).map_err(|avail| {
+    let _reservation = env.budget.reserve(need).map_err(|avail| {
         format!(
             "needs {} to stream slabs of {} slices ({:?} voxels, {} volumes) but memory_limit leaves {}; raise [runtime] memory_limit or lower slab_depth",
             human_bytes(need),
@@ -187,6 +263,13 @@ pub fn process_case(
             human_bytes(avail)
         )
     })?;
+    let stamps = vols
+        .iter()
+        .map(|v| InputStamp::of(&v.path).map_err(|e| format!("{}: {e}", v.path.display())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let nz = headers[0].shape()[2];
+    let case_dir = env.out_dir.join("cases").join(format!("{}.zarr", case.id));
+    let resume = resumable(case, env, &stamps, nz, depth.min(nz).max(1), &case_dir)?;
 
     let (codec, level) = p.output.codec();
     let opts = ZarrOptions { slab_depth: depth, codec, level, subchunks: p.output.subchunks };
@@ -195,8 +278,7 @@ pub fn process_case(
         "slabflow".into(),
         json!({"case_id": case.id, "dataset": case.dataset, "version": env!("CARGO_PKG_VERSION")}),
     );
-    let store = CaseStore::create(&out_dir.join("cases").join(format!("{}.zarr", case.id)), attrs)
-        .map_err(|e| e.to_string())?;
+    let store = CaseStore::create(&case_dir, attrs, resume.is_some()).map_err(|e| e.to_string())?;
     let mut sinks = Vec::with_capacity(vols.len());
     for (v, h) in vols.iter().zip(&headers) {
         let sink = if v.role == Role::Ct {
@@ -226,18 +308,34 @@ pub fn process_case(
         }
     }
 
-    let nz = headers[0].shape()[2];
     let depth = sinks[0].writer.slab_depth();
+    let mut report = CaseReport::default();
+    let mut start_z = 0;
+    if let Some(cp) = &resume {
+        let restored = if cp.stages.len() == stages.len() {
+            stages.iter_mut().zip(&cp.stages).try_for_each(|(s, state)| s.restore(state))
+        } else {
+            Err(format!("it holds {} stage states, the pipeline runs {}", cp.stages.len(), stages.len()))
+        };
+        restored.map_err(|e| {
+            format!("resuming from its slab checkpoint: {e}; the checkpoint is discarded, run again to redo the case")
+        })?;
+        (start_z, report.slabs, report.bytes) = (cp.z, cp.slabs, cp.bytes);
+        tracing::info!(case = %case.id, z = cp.z, nz, "Resuming the case at slice {} of {} (slab checkpoint).", cp.z, nz);
+    }
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let mut report = CaseReport::default();
     let mut result = CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() };
+    let mut paused = None;
     std::thread::scope(|s| -> Result<(), String> {
         let reader = s.spawn(move || -> Result<(), String> {
+            for r in readers.iter_mut() {
+                r.skip_slices(start_z).map_err(|e| e.to_string())?;
+            }
             let mut spare = (0..SLABS_IN_FLIGHT)
                 .map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>())
                 .collect::<Vec<_>>();
-            for z0 in (0..nz).step_by(depth) {
+            for z0 in (start_z..nz).step_by(depth) {
                 let n = depth.min(nz - z0);
                 let mut bufs = match spare.pop() {
                     Some(b) => b,
@@ -259,7 +357,9 @@ pub fn process_case(
         // Input slabs are written concurrently on the rayon pool (compression is the costliest
         // step); stages run here, slab after slab in z order. A buffer set goes back to the
         // reader when both are done with it, so at most SLABS_IN_FLIGHT exist.
-        let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let failed: Mutex<Option<String>> = Mutex::new(None);
+        let writes = InFlight::default();
+        let mut last_checkpoint = Instant::now();
         rayon::in_place_scope(|rs| {
             for (z0, bufs) in rx.iter() {
                 if failed.lock().unwrap().is_some() {
@@ -269,8 +369,9 @@ pub fn process_case(
                 report.slabs += 1;
                 report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
                 let set = Arc::new(Recycled { bufs: Some(bufs), back: recycle_tx.clone() });
-                let (sinks, failed, shared) = (&sinks, &failed, set.clone());
+                let (sinks, failed, shared, guard) = (&sinks, &failed, set.clone(), writes.begin());
                 rs.spawn(move |_| {
+                    let _guard = guard;
                     let bufs = shared.bufs.as_ref().unwrap();
                     let written = sinks.par_iter().zip(bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
                     if let Err(e) = written {
@@ -284,11 +385,41 @@ pub fn process_case(
                         break;
                     }
                 }
+                drop(set);
+                // A slab checkpoint: when it is due, or to stop on a signal.
+                let z = z0 + n;
+                let stop = env.stop.is_some_and(|f| f.load(Ordering::Relaxed));
+                if z < nz && (stop || last_checkpoint.elapsed().as_secs_f64() >= p.runtime.checkpoint_secs) {
+                    writes.wait_idle();
+                    if failed.lock().unwrap().is_some() {
+                        break;
+                    }
+                    let cp = SlabCheckpoint {
+                        format: SlabCheckpoint::FORMAT,
+                        case_id: case.id.clone(),
+                        inputs: stamps.clone(),
+                        z,
+                        nz,
+                        slabs: report.slabs,
+                        bytes: report.bytes,
+                        stages: stages.iter().map(|s| s.save()).collect(),
+                    };
+                    if let Err(e) = env.journal.save_slab(&cp, store.dir()) {
+                        failed.lock().unwrap().get_or_insert(e.to_string());
+                        break;
+                    }
+                    tracing::debug!(case = %case.id, z, "Slab checkpoint saved.");
+                    last_checkpoint = Instant::now();
+                    if stop {
+                        paused = Some(z);
+                        break;
+                    }
+                }
             }
             drop(rx);
         });
         drop(recycle_tx);
-        if failed.lock().unwrap().is_none() {
+        if failed.lock().unwrap().is_none() && paused.is_none() {
             for stage in &mut stages {
                 if let Err(e) = stage.finish(&mut result) {
                     failed.lock().unwrap().get_or_insert(e);
@@ -303,7 +434,10 @@ pub fn process_case(
         let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
         read.and(outcome)
     })?;
-    Ok((report, result))
+    Ok(match paused {
+        Some(z) => CaseEnd::Paused { z, nz },
+        None => CaseEnd::Done(report, result),
+    })
 }
 
 fn write_volume_slab(sink: &Sink, z0: usize, v: &Voxels) -> Result<(), String> {

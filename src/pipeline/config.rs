@@ -80,6 +80,15 @@ pub struct RuntimeConfig {
     /// Cases processed at once (at most; fewer when the memory limit says so). 0 = one per core.
     #[serde(default)]
     pub workers: usize,
+    /// Seconds between slab checkpoints of a case still in progress (its state saved at a slab
+    /// boundary, so a long case resumes from there, not from its first slice). 0 = after every
+    /// slab. Typical cases finish well within the default and never write one.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: f64,
+}
+
+fn default_checkpoint_secs() -> f64 {
+    60.0
 }
 
 fn default_memory_limit() -> String {
@@ -92,7 +101,12 @@ fn default_slab_depth() -> usize {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { memory_limit: default_memory_limit(), slab_depth: default_slab_depth(), workers: 0 }
+        RuntimeConfig {
+            memory_limit: default_memory_limit(),
+            slab_depth: default_slab_depth(),
+            workers: 0,
+            checkpoint_secs: default_checkpoint_secs(),
+        }
     }
 }
 
@@ -223,6 +237,12 @@ impl Pipeline {
         };
         if raw.runtime.slab_depth == 0 || raw.runtime.slab_depth > 4096 {
             problems.push(format!("runtime.slab_depth = {}: use 1 to 4096 slices", raw.runtime.slab_depth));
+        }
+        if !(raw.runtime.checkpoint_secs >= 0.0 && raw.runtime.checkpoint_secs.is_finite()) {
+            problems.push(format!(
+                "runtime.checkpoint_secs = {}: use a number of seconds, 0 or more",
+                raw.runtime.checkpoint_secs
+            ));
         }
         match Codec::parse(&raw.output.codec) {
             None => problems.push(format!(

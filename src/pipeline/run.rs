@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{CaseRecord, CheckpointError, Journal, Outcome};
 use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::MemoryBudget;
-use crate::pipeline::case::{self, CaseReport};
+use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
 use crate::pipeline::report;
 use crate::stages::CaseResult;
@@ -173,6 +173,8 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let next = AtomicUsize::new(0);
     let fresh_records: Mutex<Vec<CaseRecord>> = Mutex::new(Vec::new());
     let bytes = AtomicU64::new(0);
+    let paused = AtomicUsize::new(0);
+    let env = CaseEnv { out_dir: out, budget: &budget, journal: &journal, stop: opts.stop.as_deref() };
     std::thread::scope(|s| {
         for _ in 0..workers.min(todo.len().max(1)) {
             s.spawn(|| {
@@ -183,11 +185,22 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(c) = todo.get(i) else { break };
                     let t = Instant::now();
-                    let r = run_case(c, p, out, &budget);
+                    let r = match run_case(c, p, &env) {
+                        Ok(CaseEnd::Done(rep, res)) => Ok((rep, res)),
+                        Ok(CaseEnd::Paused { z, nz }) => {
+                            // Saved at a slab boundary; the next run goes on from there.
+                            paused.fetch_add(1, Ordering::Relaxed);
+                            progress.case_paused(c, z, nz);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    };
                     let case_dir = out.join("cases").join(format!("{}.zarr", c.id));
                     if r.is_err() {
                         // A failed case leaves no half-written data (and frees its space: a
-                        // full disk fails that case, not the ones after it).
+                        // full disk fails that case, not the ones after it); its slab
+                        // checkpoint goes first, so none ever points at removed data.
+                        let _ = journal.clear_slab(&c.id);
                         let _ = std::fs::remove_dir_all(&case_dir);
                     }
                     let outcome = match &r {
@@ -213,7 +226,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         }
     });
     progress.finish();
-    let interrupted = next.load(Ordering::Relaxed) < todo.len();
+    let interrupted = next.load(Ordering::Relaxed) < todo.len() || paused.load(Ordering::Relaxed) > 0;
 
     for rec in fresh_records.into_inner().unwrap() {
         records.insert(rec.case_id.clone(), rec);
@@ -320,6 +333,14 @@ impl Progress {
         }
     }
 
+    fn case_paused(&self, c: &Case, z: usize, nz: usize) {
+        let msg = format!("Case saved at slice {z} of {nz}; it resumes there.");
+        match &self.bar {
+            Some(b) => b.suspend(|| tracing::info!(case = %c.id, z, nz, "{msg}")),
+            None => tracing::info!(case = %c.id, z, nz, "{msg}"),
+        }
+    }
+
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -327,14 +348,12 @@ impl Progress {
     }
 }
 
-fn run_case(c: &Case, p: &Pipeline, out: &Path, budget: &MemoryBudget) -> CaseOutcome {
+fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
     // A panic in one case (a bug) must not take the corpus down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, out, budget))).unwrap_or_else(
-        |e| {
-            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-            Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
-        },
-    )
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env))).unwrap_or_else(|e| {
+        let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+        Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
+    })
 }
 
 fn lock_output(dir: &Path) -> Result<File, RunError> {

@@ -22,7 +22,8 @@ use serde::Deserialize;
 
 use super::morphology::{BitSlice, Opening};
 use super::{
-    CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, parse_table, require_predictions,
+    CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, decode_state, encode_state,
+    parse_table, require_predictions,
 };
 use crate::nifti::{DataType, Voxels};
 use crate::pipeline::config::InputConfig;
@@ -248,7 +249,7 @@ fn row_stats(
 }
 
 /// Per-class sums of one z-slice.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Sums {
     attention: f64,
     inconsistency: f64,
@@ -365,6 +366,19 @@ impl SlabStage for PaperStage {
 
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
         record(&self.sums, result, |s| s.attention);
+        Ok(())
+    }
+
+    fn save(&self) -> Vec<u8> {
+        encode_state(&self.sums)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let sums: Vec<Sums> = decode_state(state)?;
+        if sums.len() != self.sums.len() {
+            return Err(format!("a slab checkpoint has {} classes, the pipeline {}", sums.len(), self.sums.len()));
+        }
+        self.sums = sums;
         Ok(())
     }
 }
@@ -485,6 +499,22 @@ impl SlabStage for ReleasedStage {
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
         debug_assert!(self.pending.iter().all(|p| p.is_empty()), "chunks left unwritten");
         record(&self.sums, result, |s| s.attention);
+        Ok(())
+    }
+
+    /// The sums, the openings' kept slices and the chunks not yet written.
+    fn save(&self) -> Vec<u8> {
+        encode_state(&(&self.sums, &self.openings, &self.pending, self.emitted))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        type State = (Vec<Sums>, Vec<[Opening; 2]>, Vec<VecDeque<(usize, Vec<u8>)>>, usize);
+        let (sums, openings, pending, emitted): State = decode_state(state)?;
+        let classes = self.sums.len();
+        if sums.len() != classes || openings.len() != classes || pending.len() != classes {
+            return Err(format!("a slab checkpoint has {} classes, the pipeline {classes}", sums.len()));
+        }
+        (self.sums, self.openings, self.pending, self.emitted) = (sums, openings, pending, emitted);
         Ok(())
     }
 }

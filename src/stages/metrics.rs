@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::surface::SurfaceDice;
 use super::{
-    CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, parse_table, require_predictions,
+    CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, decode_state, encode_state,
+    parse_table, require_predictions,
 };
 use crate::nifti::Voxels;
 use crate::pipeline::config::InputConfig;
@@ -227,4 +228,46 @@ impl SlabStage for MetricsStage {
         }
         Ok(())
     }
+
+    /// Per class: the counts and the NSD stream's state.
+    fn save(&self) -> Vec<u8> {
+        let classes: Vec<ClassSaved> = self
+            .classes
+            .iter()
+            .map(|st| ClassSaved {
+                counts: [st.consensus, st.label, st.both],
+                model: st.model.clone(),
+                pair: st.pair.clone(),
+                nsd: st.nsd.as_ref().map(|s| s.save()),
+            })
+            .collect();
+        encode_state(&classes)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let saved: Vec<ClassSaved> = decode_state(state)?;
+        if saved.len() != self.classes.len() {
+            return Err(format!("a slab checkpoint has {} classes, the pipeline {}", saved.len(), self.classes.len()));
+        }
+        for (st, s) in self.classes.iter_mut().zip(saved) {
+            if s.model.len() != st.model.len() || s.pair.len() != st.pair.len() || s.nsd.is_some() != st.nsd.is_some() {
+                return Err("a slab checkpoint does not match this case's models or labels".into());
+            }
+            [st.consensus, st.label, st.both] = s.counts;
+            (st.model, st.pair) = (s.model, s.pair);
+            if let (Some(nsd), Some(bytes)) = (&mut st.nsd, s.nsd) {
+                nsd.restore(&bytes)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a slab checkpoint keeps of one class (see [`ClassState`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClassSaved {
+    counts: [u64; 3],
+    model: Vec<u64>,
+    pair: Vec<u64>,
+    nsd: Option<Vec<u8>>,
 }

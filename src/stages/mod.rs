@@ -185,6 +185,22 @@ pub trait SlabStage: Send {
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String>;
     /// After the last slab: write what is pending, record the case's reductions.
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String>;
+    /// The stage's state between two slabs, for a slab checkpoint of a long case: its running
+    /// reductions and the slices it keeps, not its outputs already written or its scratch.
+    fn save(&self) -> Vec<u8>;
+    /// Takes the state [`SlabStage::save`] gave, into a stage just started for the same case:
+    /// from there it goes on exactly as the saved one would have (results byte for byte).
+    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+}
+
+/// A stage state as bytes (postcard: compact, and f64 kept bit for bit).
+pub fn encode_state<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
+    postcard::to_stdvec(state).expect("stage states serialise")
+}
+
+/// The state [`encode_state`] made; an error says the checkpoint does not fit this stage.
+pub fn decode_state<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("a slab checkpoint does not match this stage ({e})"))
 }
 
 impl StageConfig {

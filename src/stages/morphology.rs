@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 
 /// A bit-packed z-slice: `ny` rows of `words` u64, bit `x % 64` of word `x / 64` is voxel x;
 /// bits past `nx` are always 0.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BitSlice {
     pub nx: usize,
     pub ny: usize,
@@ -119,7 +119,9 @@ pub fn dilate_xy(src: &BitSlice, dst: &mut BitSlice, r: usize) {
     }
 }
 
-/// Opening of a volume streamed slice by slice (see the module note).
+/// Opening of a volume streamed slice by slice (see the module note). Serialisable whole: a
+/// slab checkpoint keeps it as it is between two slices.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Opening {
     nx: usize,
     ny: usize,

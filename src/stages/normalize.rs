@@ -102,6 +102,15 @@ impl SlabStage for NormalizeStage {
     fn finish(&mut self, _result: &mut CaseResult) -> Result<(), String> {
         Ok(())
     }
+
+    /// Stateless between slabs: each slab is mapped and written on its own.
+    fn save(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,20 @@ impl SurfaceDice {
         }
     }
 
+    /// The stream's state between two slices (for a slab checkpoint): the kept code slices and
+    /// the running sums; the tables are rebuilt from the grid.
+    pub fn save(&self) -> Vec<u8> {
+        super::encode_state(&(&self.prev, &self.window, self.next_corner, self.evaluated, self.within, self.total))
+    }
+
+    /// Takes a state [`SurfaceDice::save`] gave, into a stream made for the same grid.
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        type State = ([Codes; 2], VecDeque<(usize, Codes, Codes)>, usize, usize, [f64; 2], [f64; 2]);
+        let s: State = super::decode_state(state)?;
+        (self.prev, self.window, self.next_corner, self.evaluated, self.within, self.total) = s;
+        Ok(())
+    }
+
     /// Pushes the next z-slice of G and of P (0/1 per voxel, x fastest).
     pub fn push(&mut self, g: &[u8], p: &[u8]) {
         assert!(self.next_corner < self.nz, "more slices than the volume has");

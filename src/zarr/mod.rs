@@ -121,8 +121,11 @@ pub struct CaseStore {
 impl CaseStore {
     /// Creates `dir` as a new, empty Zarr v3 group, replacing whatever was there (a case caught
     /// half-way by an earlier run is redone from scratch).
-    pub fn create(dir: &Path, attributes: Map<String, Value>) -> Result<CaseStore, StoreError> {
-        if dir.exists() {
+    /// Creates the case group at `dir`, replacing what was there — unless `keep` (a case
+    /// resumed from a slab checkpoint), when the chunks already written stay and the metadata
+    /// is written again, identical.
+    pub fn create(dir: &Path, attributes: Map<String, Value>, keep: bool) -> Result<CaseStore, StoreError> {
+        if dir.exists() && !keep {
             std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
         }
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
