@@ -174,7 +174,7 @@ fn row_stats(
             match (&layout.prob[n][c], slab.prediction(n, c)) {
                 (ProbDecoder::U8Table, Voxels::U8(d)) => {
                     let row = &d[start..start + nx];
-                    if row.iter().all(|&b| b == 0) {
+                    if super::all_zero(row) {
                         p.fill(0.0);
                         e.fill(0.0);
                         continue;

@@ -193,6 +193,20 @@ pub trait SlabStage: Send {
     fn restore(&mut self, state: &[u8]) -> Result<(), String>;
 }
 
+/// Whether every byte is 0. An OR over 64-byte blocks, which the compiler turns into vector
+/// instructions; `iter().all(|&b| b == 0)` exits early and so goes byte by byte, and on the
+/// mostly empty prediction slices of a CT that scan was a tenth of the pipeline's time.
+#[inline]
+pub fn all_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    for b in &mut blocks {
+        if b.iter().fold(0u8, |a, &x| a | x) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|&x| x == 0)
+}
+
 /// A stage state as bytes (postcard: compact, and f64 kept bit for bit).
 pub fn encode_state<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
     postcard::to_stdvec(state).expect("stage states serialise")

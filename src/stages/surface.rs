@@ -159,7 +159,7 @@ impl SurfaceDice {
     /// (c = 1) it contributes the same bits shifted right by one. Empty when the slice is.
     fn half_codes(&self, mask: &[u8]) -> Codes {
         let (nx, ny) = (self.nx, self.ny);
-        if mask.iter().all(|&v| v == 0) {
+        if super::all_zero(mask) {
             return Codes::new();
         }
         let cx = nx + 1;
