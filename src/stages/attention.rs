@@ -167,7 +167,16 @@ fn row_stats(
     let start = z * slab.nxy() + y * nx;
     s.above.fill(0);
     for c in 0..classes {
+        // A class whose uint8 rows are all 0 is skipped before anything is decoded or
+        // cleared (a vectorised scan): most rows of most classes are so.
+        let u8_zero = |n: usize| match (&layout.prob[n][c], slab.prediction(n, c)) {
+            (ProbDecoder::U8Table, Voxels::U8(d)) => super::all_zero(&d[start..start + nx]),
+            _ => false,
+        };
         s.active[c] = false;
+        if (0..models).all(u8_zero) {
+            continue;
+        }
         for n in 0..models {
             let at = (n * classes + c) * nx;
             let (p, e) = (&mut s.p[at..at + nx], &mut s.e[at..at + nx]);
