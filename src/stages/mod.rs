@@ -264,9 +264,9 @@ mod tests {
                 let s = &buf[start..start + len];
                 assert!(all_zero(s));
                 for at in 0..len {
-                    let mut v = s.to_vec();
-                    v[at] = 1;
-                    assert!(!all_zero(&v), "start {start} len {len} at {at}");
+                    let mut v = buf.clone();
+                    v[start + at] = 1;
+                    assert!(!all_zero(&v[start..start + len]), "start {start} len {len} at {at}");
                 }
             }
         }
