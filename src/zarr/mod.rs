@@ -17,10 +17,12 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use zarrs::array::codec::{BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode, ZstdCodec};
 use zarrs::array::{Array, ArrayBuilder, BytesToBytesCodecTraits, Element, data_type};
-use zarrs::filesystem::FilesystemStore;
 use zarrs::group::GroupBuilder;
 
 use crate::nifti::{DataType, Header};
+
+mod store;
+pub use store::SlabStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -122,7 +124,7 @@ pub struct ZarrOptions {
 /// One case's Zarr group, open for writing.
 pub struct CaseStore {
     dir: PathBuf,
-    store: Arc<FilesystemStore>,
+    store: Arc<SlabStore>,
 }
 
 impl CaseStore {
@@ -136,7 +138,7 @@ impl CaseStore {
             std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
         }
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
-        let store = Arc::new(FilesystemStore::new(dir).map_err(|e| zerr(dir, e))?);
+        let store = Arc::new(SlabStore::new(dir, !keep));
         let cs = CaseStore { dir: dir.to_owned(), store };
         cs.group("/", attributes)?;
         Ok(cs)
@@ -231,7 +233,7 @@ impl CaseStore {
 /// Array `0` of one image, written slab by slab.
 pub struct ImageWriter {
     dir: PathBuf,
-    array: Array<FilesystemStore>,
+    array: Array<SlabStore>,
     depth: usize,
     shape: [usize; 3],
     stored: DataType,
