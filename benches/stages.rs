@@ -1,0 +1,170 @@
+//! Criterion micro-benchmarks of the per-slab science, as throughput of prediction bytes:
+//! the attention stage (paper and released modes) on uint8 and float32 soft predictions,
+//! the metrics stage (consensus, Dice, exact NSD), and the NSD stream alone. A 512×512 slab of
+//! 16 slices, 3 models × 9 classes, organs as soft blobs the models place slightly apart.
+//!
+//!   cargo bench --bench stages
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use slabflow::nifti::{DataType, Header, Voxels};
+use slabflow::stages::attention::{self, AttentionConfig, Mode};
+use slabflow::stages::metrics::{MetricsConfig, MetricsStage};
+use slabflow::stages::surface::SurfaceDice;
+use slabflow::stages::{CaseContext, CaseSlab, Layout, ProbDecoder, SlabStage};
+use slabflow::zarr::{CaseStore, Codec, ZarrOptions};
+
+const NX: usize = 512;
+const NY: usize = 512;
+const DEPTH: usize = 16;
+const MODELS: usize = 3;
+const CLASSES: usize = 9;
+
+/// p of model `m` for class `c` at voxel (x, y, z): a soft ellipsoid per class, each model's
+/// shifted a little, so models disagree along the edges.
+fn p(m: usize, c: usize, x: usize, y: usize, z: usize) -> f64 {
+    let (cx, cy) = (100.0 + 35.0 * c as f64 + 3.0 * m as f64, 150.0 + 25.0 * (c % 4) as f64);
+    let (rx, ry, rz) = (30.0 + 4.0 * c as f64, 25.0, 40.0);
+    let d = ((x as f64 - cx) / rx).powi(2) + ((y as f64 - cy) / ry).powi(2) + ((z as f64 - 8.0) / rz).powi(2);
+    (1.0 / (1.0 + ((d - 1.0) * 6.0).exp())).clamp(0.0, 1.0)
+}
+
+/// The slab's volumes: CT (int16, unused by these stages) then predictions in `[model][class]`
+/// order, as uint8 (p × 255) or float32, then a label per class (model 0's mask).
+fn volumes(float: bool) -> Vec<Voxels> {
+    let n = NX * NY * DEPTH;
+    let mut vols = vec![Voxels::I16(vec![0; n])];
+    for m in 0..MODELS {
+        for c in 0..CLASSES {
+            let at = |i: usize| p(m, c, i % NX, (i / NX) % NY, i / (NX * NY));
+            vols.push(if float {
+                Voxels::F32((0..n).map(|i| at(i) as f32).collect())
+            } else {
+                Voxels::U8((0..n).map(|i| (at(i) * 255.0).round() as u8).collect())
+            });
+        }
+    }
+    for c in 0..CLASSES {
+        vols.push(Voxels::U8((0..n).map(|i| (p(0, c, i % NX, (i / NX) % NY, i / (NX * NY)) > 0.5) as u8).collect()));
+    }
+    vols
+}
+
+fn layout(float: bool) -> Layout {
+    let dt = if float { DataType::F32 } else { DataType::U8 };
+    let h = Header::new_3d(
+        [NX, NY, DEPTH],
+        [0.8, 0.8, 1.0],
+        [[0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        dt,
+    );
+    Layout {
+        shape: [NX, NY, DEPTH],
+        spacing: [0.8, 0.8, 1.0],
+        models: (0..MODELS).map(|m| format!("m{m}")).collect(),
+        classes: (0..CLASSES).map(|c| format!("c{c}")).collect(),
+        ct: 0,
+        ct_scaling: None,
+        predictions: (0..MODELS).map(|m| (0..CLASSES).map(|c| 1 + m * CLASSES + c).collect()).collect(),
+        prob: vec![vec![ProbDecoder::for_header(&h, false); CLASSES]; MODELS],
+        labels: (0..CLASSES).map(|c| Some(1 + MODELS * CLASSES + c)).collect(),
+        revised: vec![None; CLASSES],
+        paths: vec![Default::default(); 1 + (MODELS + 1) * CLASSES],
+    }
+}
+
+fn prediction_bytes(float: bool) -> u64 {
+    (NX * NY * DEPTH * MODELS * CLASSES * if float { 4 } else { 1 }) as u64
+}
+
+fn attention(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false).unwrap();
+    let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
+    let h = Header::new_3d(
+        [NX, NY, DEPTH],
+        [0.8, 0.8, 1.0],
+        [[0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        DataType::I16,
+    );
+    let mut g = c.benchmark_group("attention_slab");
+    g.sample_size(10);
+    for float in [false, true] {
+        let (vols, layout) = (volumes(float), layout(float));
+        g.throughput(Throughput::Bytes(prediction_bytes(float)));
+        for mode in [Mode::Paper, Mode::Released] {
+            let config =
+                AttentionConfig { mode, std_threshold: 0.1, entropy_threshold: 0.05, iterations: 2, write_maps: false };
+            let ctx = CaseContext { store: &store, layout: &layout, ct_header: &h, zarr: &opts };
+            let name = format!("{mode:?}").to_lowercase();
+            g.bench_function(BenchmarkId::new(name, if float { "float32" } else { "uint8" }), |b| {
+                b.iter_batched(
+                    || attention::start(&config, &ctx).unwrap(),
+                    |mut stage| {
+                        let slab = CaseSlab { z0: 0, nz: DEPTH, volumes: &vols, layout: &layout };
+                        stage.process(black_box(&slab)).unwrap();
+                        stage
+                    },
+                    criterion::BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
+fn metrics(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false).unwrap();
+    let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
+    let h = Header::new_3d(
+        [NX, NY, DEPTH],
+        [0.8, 0.8, 1.0],
+        [[0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        DataType::I16,
+    );
+    let mut g = c.benchmark_group("metrics_slab");
+    g.sample_size(10);
+    for float in [false, true] {
+        let (vols, layout) = (volumes(float), layout(float));
+        g.throughput(Throughput::Bytes(prediction_bytes(float)));
+        let ctx = CaseContext { store: &store, layout: &layout, ct_header: &h, zarr: &opts };
+        let config = MetricsConfig { nsd_tolerance_mm: 1.0 };
+        g.bench_function(if float { "float32" } else { "uint8" }, |b| {
+            b.iter_batched(
+                || MetricsStage::start(&config, &ctx).unwrap(),
+                |mut stage| {
+                    let slab = CaseSlab { z0: 0, nz: DEPTH, volumes: &vols, layout: &layout };
+                    stage.process(black_box(&slab)).unwrap();
+                    stage
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn nsd(c: &mut Criterion) {
+    // One class: label = model 0's mask, prediction = model 2's, 16 slices.
+    let masks = |m: usize| -> Vec<Vec<u8>> {
+        (0..DEPTH).map(|z| (0..NX * NY).map(|i| (p(m, 4, i % NX, i / NX, z) > 0.5) as u8).collect()).collect()
+    };
+    let (g_masks, p_masks) = (masks(0), masks(2));
+    let mut g = c.benchmark_group("nsd_slab");
+    g.throughput(Throughput::Bytes((2 * NX * NY * DEPTH) as u64));
+    g.bench_function("one_class_16_slices", |b| {
+        b.iter(|| {
+            let mut s = SurfaceDice::new([NX, NY, DEPTH], [0.8, 0.8, 1.0], 1.0);
+            for (gs, ps) in g_masks.iter().zip(&p_masks) {
+                s.push(black_box(gs), black_box(ps));
+            }
+            s.finish()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, attention, metrics, nsd);
+criterion_main!(benches);
