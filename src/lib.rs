@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod input;
 pub mod nifti;
 pub mod pipeline;
+pub mod slurm;
 pub mod stages;
 pub mod synth;
 pub mod zarr;

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use slabflow::pipeline::shard::Shard;
 use slabflow::pipeline::{self, Overrides, Pipeline, RunError, RunOptions};
+use slabflow::slurm;
 use slabflow::synth::{self, SynthOptions};
 
 #[derive(Parser)]
@@ -41,9 +43,55 @@ enum Command {
         /// Peak memory limit, e.g. 2GiB (overrides [runtime] memory_limit).
         #[arg(long)]
         memory_limit: Option<String>,
-        /// Discard earlier progress in the output directory and start over.
+        /// Discard earlier progress in the output directory and start over (with --shard:
+        /// that shard's only).
         #[arg(long)]
         fresh: bool,
+        /// Run one shard of the corpus: K/N (0 ≤ K < N), or `auto` to take K and N from a
+        /// SLURM array task or a Kubernetes Indexed Job. Then `slabflow merge` writes the tables.
+        #[arg(long, value_name = "K/N|auto")]
+        shard: Option<String>,
+        /// The number of shards, for `--shard auto` in a Kubernetes Indexed Job.
+        #[arg(long, value_name = "N")]
+        shards: Option<usize>,
+    },
+    /// Write the tables of a sharded run (metrics.csv, ranking.csv, failures.csv) once every
+    /// shard has finished: the same bytes as a single-node run.
+    Merge {
+        /// The output directory the shards share.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Write (and with --submit, submit) a SLURM array job running a pipeline in N shards,
+    /// and a merge job that runs when they all succeeded.
+    Slurm {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Number of array tasks (shards).
+        #[arg(long)]
+        shards: usize,
+        /// Corpus root (overrides [input] root).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output directory (overrides [output] dir); the scripts go to its `slurm/` folder.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Peak memory limit per task (overrides [runtime] memory_limit); sets `--mem`.
+        #[arg(long)]
+        memory_limit: Option<String>,
+        /// CPUs per task.
+        #[arg(long, default_value_t = 2)]
+        cpus: usize,
+        /// Seconds before the time limit at which SLURM warns a task (SIGTERM): it saves its
+        /// cases in flight and is requeued.
+        #[arg(long, default_value_t = 300)]
+        warn_secs: u64,
+        /// Submit with `sbatch` (the array, then the merge with --dependency=afterok).
+        #[arg(long)]
+        submit: bool,
+        /// More `#SBATCH` options for both jobs, after `--` (e.g. -- --partition=short --time=4:00:00).
+        #[arg(last = true)]
+        sbatch: Vec<String>,
     },
     /// List the stage kinds and their parameters with defaults.
     Stages,
@@ -113,7 +161,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { pipeline, input, output, memory_limit, fresh } => {
+        Command::Run { pipeline, input, output, memory_limit, fresh, shard, shards } => {
             let overrides = Overrides { input, output, memory_limit };
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
@@ -122,7 +170,65 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            run(&p, fresh)
+            let shard =
+                match shard.as_deref().map(|s| if s == "auto" { Shard::from_env(shards) } else { Shard::parse(s) }) {
+                    None => None,
+                    Some(Ok(s)) => Some(s),
+                    Some(Err(e)) => {
+                        eprintln!("error: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+            run(&p, fresh, shard)
+        }
+        Command::Merge { output } => match slabflow::pipeline::shard::merge(&output) {
+            Ok(m) => {
+                eprintln!(
+                    "Merged {} shards: {} cases succeeded, {} failed; tables in {}",
+                    m.shards,
+                    m.succeeded,
+                    m.failures.len(),
+                    output.display()
+                );
+                if let Some(r) = &m.ranking {
+                    let flagged = r.iter().filter(|r| r.flagged).count();
+                    eprintln!("Ranking: {flagged} of {} cases flagged for revision.", r.len());
+                }
+                for (id, err) in m.failures.iter().take(10) {
+                    eprintln!("  failed {id}: {err}");
+                }
+                Ok(if m.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Slurm { pipeline, shards, input, output, memory_limit, cpus, warn_secs, submit, sbatch } => {
+            let overrides = Overrides { input, output, memory_limit };
+            let p = match Pipeline::load(&pipeline, &overrides) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let job = slurm::ArrayJob { pipeline, p: &p, shards, cpus, warn_secs, sbatch };
+            let scripts = job.write()?;
+            eprintln!("Wrote {} and {}", scripts.array.display(), scripts.merge.display());
+            if submit {
+                let (array, merge) = scripts.submit()?;
+                eprintln!(
+                    "Submitted array job {array} ({shards} tasks) and merge job {merge} (after the array succeeds)."
+                );
+                eprintln!(
+                    "Follow with: squeue -j {array},{merge}; slabflow status --output {}",
+                    p.output.dir.display()
+                );
+            } else {
+                eprintln!("Submit with: bash {}", scripts.submit_script.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Stages => {
             for k in slabflow::stages::REGISTRY {
@@ -155,6 +261,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 None => {
                     println!("cases:    {} done, {} failed (the corpus cannot be read now)", st.done, st.failed.len())
                 }
+            }
+            for sh in &st.shards {
+                println!(
+                    "  shard {}: {} cases, {} done, {} failed, {} left",
+                    sh.shard,
+                    sh.assigned,
+                    sh.done,
+                    sh.failed,
+                    sh.assigned.saturating_sub(sh.done + sh.failed)
+                );
             }
             for (id, z, nz) in &st.partial {
                 println!("  in progress {id}: slices 0–{z} of {nz} saved (a slab checkpoint; resumes there)");
@@ -207,7 +323,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
             let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
             let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
-            let code = run(&p, true)?;
+            let code = run(&p, true, None)?;
             eprintln!(
                 "Pipeline: {}\nCases (NIfTI-Zarr): {}\nFailures: {}",
                 file.display(),
@@ -219,7 +335,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run(p: &Pipeline, fresh: bool) -> anyhow::Result<ExitCode> {
+fn run(p: &Pipeline, fresh: bool, shard: Option<Shard>) -> anyhow::Result<ExitCode> {
     // Ctrl-C / SIGTERM (SLURM sends it before the kill): stop taking new cases, save those in
     // flight at their next slab boundary (a slab checkpoint), write the tables, say how to
     // resume. A second signal ends the process at once; the journal keeps what was saved.
@@ -228,7 +344,7 @@ fn run(p: &Pipeline, fresh: bool) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let opts = RunOptions { fresh, stop: Some(stop) };
+    let opts = RunOptions { fresh, stop: Some(stop), shard };
     match pipeline::run(p, &opts) {
         Ok(summary) => {
             summary.print();
@@ -240,6 +356,12 @@ fn run(p: &Pipeline, fresh: bool) -> anyhow::Result<ExitCode> {
                     summary.left
                 );
                 return Ok(ExitCode::from(130));
+            }
+            if let Some(s) = summary.shard {
+                eprintln!(
+                    "Shard {s} finished. Once every shard has: slabflow merge --output {}",
+                    summary.output.display()
+                );
             }
             Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

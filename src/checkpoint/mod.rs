@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::config::Pipeline;
+use crate::pipeline::shard::{Shard, ShardCases};
 use crate::stages::CaseResult;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +88,25 @@ pub struct Journal {
 impl Journal {
     pub const DIR: &str = ".slabflow";
 
-    /// Opens (or starts) the journal of `out` for pipeline `p`. With `fresh`, earlier progress
-    /// is discarded; otherwise a journal of another pipeline is refused.
-    pub fn open(out: &Path, p: &Pipeline, fresh: bool) -> Result<Journal, CheckpointError> {
-        let dir = out.join(Self::DIR);
+    /// The journal folder of a run in `out`: `.slabflow/`, or `.slabflow/shards/K-of-N/` for
+    /// one shard of a sharded run.
+    pub fn dir_of(out: &Path, shard: Option<Shard>) -> PathBuf {
+        match shard {
+            None => out.join(Self::DIR),
+            Some(s) => out.join(Self::DIR).join("shards").join(s.dir_name()),
+        }
+    }
+
+    /// The journal in `dir`, to read.
+    pub fn at(dir: PathBuf) -> Journal {
+        Journal { dir }
+    }
+
+    /// Opens (or starts) the journal of `out` (of one shard of it) for pipeline `p`. With
+    /// `fresh`, earlier progress is discarded; otherwise a journal of another pipeline is
+    /// refused.
+    pub fn open(out: &Path, p: &Pipeline, fresh: bool, shard: Option<Shard>) -> Result<Journal, CheckpointError> {
+        let dir = Self::dir_of(out, shard);
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| CheckpointError::Io { path, source }
@@ -121,6 +137,13 @@ impl Journal {
             }
         }
         Ok(Journal { dir })
+    }
+
+    /// Records which cases a shard was given (for merge to check it finished them).
+    pub fn set_shard_cases(&self, shard: Shard, cases: Vec<String>) -> Result<(), CheckpointError> {
+        let path = self.dir.join("cases.json");
+        let bytes = serde_json::to_vec(&ShardCases { shard, cases }).expect("serialisable");
+        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })
     }
 
     /// Every readable case record, by case id.
@@ -227,19 +250,43 @@ pub struct Status {
     pub failed: Vec<(String, String)>,
     /// Cases caught mid-way with a slab checkpoint: (case id, next slice, slices).
     pub partial: Vec<(String, usize, usize)>,
+    /// Per shard of a sharded run.
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One shard's progress.
+#[derive(Debug)]
+pub struct ShardStatus {
+    pub shard: Shard,
+    /// Cases given to the shard.
+    pub assigned: usize,
+    pub done: usize,
+    pub failed: usize,
 }
 
 /// Reads the journal of `out` without touching it (no lock needed).
 pub fn status(out: &Path) -> Result<Status, CheckpointError> {
-    let dir = out.join(Journal::DIR);
-    let run = dir.join("run.json");
-    let fingerprint: Fingerprint = std::fs::read(&run)
+    // A single-node run's journal, and the shards' of a sharded one.
+    let top = out.join(Journal::DIR);
+    let mut journals: Vec<(Option<Shard>, PathBuf)> = Vec::new();
+    if top.join("run.json").is_file() {
+        journals.push((None, top.clone()));
+    }
+    let mut shard_dirs: Vec<(Shard, PathBuf)> = std::fs::read_dir(top.join("shards"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("run.json").is_file())
+        .filter_map(|e| Some((Shard::from_dir_name(&e.file_name().to_string_lossy())?, e.path())))
+        .collect();
+    shard_dirs.sort_by_key(|(s, _)| (s.count, s.index));
+    journals.extend(shard_dirs.into_iter().map(|(s, d)| (Some(s), d)));
+    let Some((_, first)) = journals.first() else { return Err(CheckpointError::NoJournal(out.to_owned())) };
+    let fingerprint: Fingerprint = std::fs::read(first.join("run.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| CheckpointError::NoJournal(out.to_owned()))?;
-    let journal = Journal { dir: dir.clone() };
-    let records = journal.records();
-    let pipeline_file = dir.join("pipeline.toml");
+    let pipeline_file = first.join("pipeline.toml");
     let overrides = crate::pipeline::Overrides {
         input: Some(fingerprint.input.clone()),
         output: Some(out.to_owned()),
@@ -249,27 +296,37 @@ pub fn status(out: &Path) -> Result<Status, CheckpointError> {
         .ok()
         .and_then(|p| crate::input::discover(&p).ok())
         .map(|cases| cases.len());
-    let done = records.values().filter(|r| matches!(r.outcome, Outcome::Done { .. })).count();
-    let failed = records
-        .values()
-        .filter_map(|r| match &r.outcome {
-            Outcome::Failed { error } => Some((r.case_id.clone(), error.clone())),
-            _ => None,
-        })
-        .collect();
-    let mut partial: Vec<(String, usize, usize)> = std::fs::read_dir(dir.join("cases"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
+    let (mut done, mut failed, mut partial, mut shards) = (0, Vec::new(), Vec::new(), Vec::new());
+    for (shard, dir) in &journals {
+        let journal = Journal { dir: dir.clone() };
+        let records = journal.records();
+        let d = records.values().filter(|r| matches!(r.outcome, Outcome::Done { .. })).count();
+        let f: Vec<(String, String)> = records
+            .values()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Failed { error } => Some((r.case_id.clone(), error.clone())),
+                _ => None,
+            })
+            .collect();
+        partial.extend(std::fs::read_dir(dir.join("cases")).into_iter().flatten().flatten().filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let id = name.strip_suffix(".slab")?;
             let cp = journal.load_slab(id)?;
             (!records.contains_key(id)).then_some((cp.case_id, cp.z, cp.nz))
-        })
-        .collect();
+        }));
+        if let Some(s) = shard {
+            let assigned = std::fs::read(dir.join("cases.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ShardCases>(&b).ok())
+                .map_or(0, |c| c.cases.len());
+            shards.push(ShardStatus { shard: *s, assigned, done: d, failed: f.len() });
+        }
+        done += d;
+        failed.extend(f);
+    }
     partial.sort();
-    Ok(Status { fingerprint, pipeline_file, discovered, done, failed, partial })
+    failed.sort();
+    Ok(Status { fingerprint, pipeline_file, discovered, done, failed, partial, shards })
 }
 
 /// A one-line summary of how `new` differs from `old` (lines removed and added).

@@ -6,6 +6,7 @@ pub mod case;
 pub mod config;
 pub mod report;
 pub mod run;
+pub mod shard;
 
 pub use config::{ConfigError, Overrides, Pipeline};
 pub use run::{RunError, RunOptions, RunSummary, run};

@@ -6,8 +6,7 @@
 
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
-use crate::input::Case;
+use crate::checkpoint::{CaseRecord, Outcome, write_atomic};
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;
 use crate::stages::metrics::model_pairs;
@@ -32,15 +31,35 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// A finished case, as the tables need it.
+pub struct Finished<'a> {
+    pub id: &'a str,
+    pub dataset: &'a str,
+    pub result: &'a CaseResult,
+}
+
+/// The records' finished cases and failures (`(case id, error)`).
+pub fn split(records: &[CaseRecord]) -> (Vec<Finished<'_>>, Vec<(String, String)>) {
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for r in records {
+        match &r.outcome {
+            Outcome::Done { result, .. } => done.push(Finished { id: &r.case_id, dataset: &r.dataset, result }),
+            Outcome::Failed { error } => failed.push((r.case_id.clone(), error.clone())),
+        }
+    }
+    (done, failed)
+}
+
 /// Writes the tables the pipeline asks for; returns the ranking when it ranks.
 pub fn write_outputs(
     p: &Pipeline,
     out: &Path,
-    succeeded: &[(&Case, CaseResult)],
+    succeeded: &[Finished],
     failures: &[(String, String)],
 ) -> Result<Option<Vec<RankRow>>, RunError> {
-    let mut succeeded: Vec<&(&Case, CaseResult)> = succeeded.iter().collect();
-    succeeded.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let mut succeeded: Vec<&Finished> = succeeded.iter().collect();
+    succeeded.sort_by(|a, b| a.id.cmp(b.id));
     let per_case_stage = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_) | StageConfig::Metrics(_)));
     if per_case_stage {
         let has_metrics = p.stages.iter().any(|s| matches!(s, StageConfig::Metrics(_)));
@@ -51,11 +70,11 @@ pub fn write_outputs(
             header.extend(model_pairs(models.len()).iter().map(|&(a, b)| format!("dice_{}_{}", models[a], models[b])));
         }
         let mut rows = vec![header];
-        for (case, res) in &succeeded {
-            for (class, r) in p.input.classes.iter().zip(&res.classes) {
+        for f in &succeeded {
+            for (class, r) in p.input.classes.iter().zip(&f.result.classes) {
                 rows.push(vec![
-                    case.id.clone(),
-                    case.dataset.clone(),
+                    f.id.to_string(),
+                    f.dataset.to_string(),
                     class.clone(),
                     opt(r.consensus_voxels),
                     opt(r.volume_ml),
@@ -83,7 +102,7 @@ pub fn write_outputs(
         Some(config) => {
             let sizes: Vec<(String, String, f64)> = succeeded
                 .iter()
-                .map(|(c, r)| (c.id.clone(), c.dataset.clone(), r.attention_size.unwrap_or(0.0)))
+                .map(|f| (f.id.to_string(), f.dataset.to_string(), f.result.attention_size.unwrap_or(0.0)))
                 .collect();
             let ranked = rank::rank(config, &sizes);
             let mut rows = vec![["rank", "case_id", "dataset", "attention_size", "flagged"].map(String::from).to_vec()];

@@ -20,6 +20,7 @@ use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
 use crate::pipeline::report;
+use crate::pipeline::shard::Shard;
 use crate::stages::CaseResult;
 use crate::stages::rank::RankRow;
 
@@ -48,8 +49,11 @@ pub enum RunError {
 pub struct RunOptions {
     /// Discard earlier progress in the output directory.
     pub fresh: bool,
-    /// Set (by a signal handler) to stop taking new cases; cases in flight finish.
+    /// Set (by a signal handler) to stop taking new cases; cases in flight are saved at their
+    /// next slab boundary.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Run only this shard of the corpus (its own journal; no top-level tables: `merge`).
+    pub shard: Option<Shard>,
 }
 
 /// What a finished run reports.
@@ -69,6 +73,7 @@ pub struct RunSummary {
     pub left: usize,
     /// The run stopped early on a signal.
     pub interrupted: bool,
+    pub shard: Option<Shard>,
 }
 
 impl RunSummary {
@@ -109,7 +114,10 @@ impl RunSummary {
 /// Runs `p` over its corpus.
 pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let cases = input::discover(p)?;
+    let mut cases = input::discover(p)?;
+    if let Some(s) = opts.shard {
+        cases = s.select(cases);
+    }
     let budget = MemoryBudget::new(p.memory_limit);
 
     // Plan from the headers of the first case that opens, before anything is written. If
@@ -148,11 +156,17 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
 
     let out = &p.output.dir;
     std::fs::create_dir_all(out).map_err(|source| RunError::Io { path: out.clone(), source })?;
-    let _lock = lock_output(out)?;
+    // Shards of one output share it (each locks its own journal); a single-node run or a
+    // merge has it alone.
+    let _lock = lock_output(out, opts.shard.is_some())?;
+    let _shard_lock = opts.shard.map(|s| lock_shard(out, s)).transpose()?;
     if opts.fresh {
-        discard_outputs(out)?;
+        discard_outputs(out, opts.shard.map(|_| cases.as_slice()))?;
     }
-    let journal = Journal::open(out, p, opts.fresh)?;
+    let journal = Journal::open(out, p, opts.fresh, opts.shard)?;
+    if let Some(s) = opts.shard {
+        journal.set_shard_cases(s, cases.iter().map(|c| c.id.clone()).collect())?;
+    }
     std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
     let mut records = journal.records();
     let todo: Vec<&Case> = cases
@@ -231,17 +245,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     for rec in fresh_records.into_inner().unwrap() {
         records.insert(rec.case_id.clone(), rec);
     }
-    // The tables cover every discovered case that has a record, earlier runs' included.
-    let mut failures = Vec::new();
-    let mut succeeded = Vec::new();
-    for c in &cases {
-        match records.get(&c.id).map(|r| &r.outcome) {
-            Some(Outcome::Done { result, .. }) => succeeded.push((c, result.clone())),
-            Some(Outcome::Failed { error }) => failures.push((c.id.clone(), error.clone())),
-            None => {}
-        }
-    }
-    let ranking = report::write_outputs(p, out, &succeeded, &failures)?;
+    // The tables cover every discovered case that has a record, earlier runs' included; a
+    // shard leaves them to `merge`.
+    let records: Vec<CaseRecord> = cases.iter().filter_map(|c| records.remove(&c.id)).collect();
+    let (succeeded, failures) = report::split(&records);
+    let ranking = match opts.shard {
+        None => report::write_outputs(p, out, &succeeded, &failures)?,
+        Some(_) => None,
+    };
     let succeeded = succeeded.len();
     let left = cases.len() - succeeded - failures.len();
     Ok(RunSummary {
@@ -256,11 +267,23 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         ranking,
         left,
         interrupted,
+        shard: opts.shard,
     })
 }
 
-/// `--fresh`: removes what earlier runs left in `out` (only slabflow's own files).
-fn discard_outputs(out: &Path) -> Result<(), RunError> {
+/// `--fresh`: removes what earlier runs left in `out` (only slabflow's own files); for a shard,
+/// only its own cases' groups.
+fn discard_outputs(out: &Path, shard_cases: Option<&[Case]>) -> Result<(), RunError> {
+    if let Some(cases) = shard_cases {
+        for c in cases {
+            let path = out.join("cases").join(format!("{}.zarr", c.id));
+            match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RunError::Io { path, source: e }),
+                _ => {}
+            }
+        }
+        return Ok(());
+    }
     for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
         let path = out.join(name);
         let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
@@ -356,8 +379,29 @@ fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
     })
 }
 
-fn lock_output(dir: &Path) -> Result<File, RunError> {
+/// Locks the output directory: shared by the shards of one run, exclusive for a single-node run
+/// or a merge. An OS file lock, released when the process dies, so a killed run never leaves
+/// it stuck.
+pub(crate) fn lock_output(dir: &Path, shared: bool) -> Result<File, RunError> {
     let path = dir.join(".slabflow.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::Io { path: path.clone(), source })?;
+    match if shared { file.try_lock_shared() } else { file.try_lock() } {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
+    }
+}
+
+/// One shard runs once at a time.
+fn lock_shard(out: &Path, shard: Shard) -> Result<File, RunError> {
+    let dir = out.join(Journal::DIR).join("shards");
+    std::fs::create_dir_all(&dir).map_err(|source| RunError::Io { path: dir.clone(), source })?;
+    let path = dir.join(format!("{}.lock", shard.dir_name()));
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -366,7 +410,11 @@ fn lock_output(dir: &Path) -> Result<File, RunError> {
         .map_err(|source| RunError::Io { path: path.clone(), source })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Plan(format!(
+            "shard {shard} is already running in {} (lock {}); wait for it",
+            out.display(),
+            path.display()
+        ))),
         Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
     }
 }
