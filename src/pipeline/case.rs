@@ -3,8 +3,8 @@
 //! slab as one Zarr chunk.
 //!
 //! Invariants:
-//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (one being read, one in the stages,
-//!   one whose input writes may still run); buffers are recycled, so a case allocates them once;
+//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (one being read, one in the stages
+//!   and its input writes); buffers are recycled, so a case allocates them once;
 //! - [`case_memory`] is the bound the budget reserves, computed from the headers alone;
 //! - nothing is written before every file of the case has opened and matched the CT's grid;
 //! - a slab checkpoint at slice z is saved only once every input write and stage output before
@@ -33,9 +33,10 @@ use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
 /// Capacity of the reader → consumer channel: 0, a rendezvous. The reader fills the next slab
 /// set while the current one is processed; nothing waits in between.
 pub const CHANNEL_CAPACITY: usize = 0;
-/// Slab sets alive at once: one being filled, one being processed by the stages, one whose
-/// input writes may still be running.
-pub const SLABS_IN_FLIGHT: usize = 3;
+/// Slab sets alive at once: one being filled by the reader, one in the stages and its input
+/// writes. A third (the writes of one set overlapping the stages of the next) was measured no
+/// faster on full-size cases and cost 130 MiB (benches/README.md).
+pub const SLABS_IN_FLIGHT: usize = 2;
 
 /// What a finished case reports.
 #[derive(Debug, Clone, Default)]
