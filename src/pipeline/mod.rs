@@ -1,5 +1,6 @@
 //! Pipelines: configuration (`config`), the memory budget (`budget`), one case's slab stream
-//! (`case`), the corpus runner (`run`) and the CSV outputs (`report`).
+//! (`case`), the corpus runner (`run`), the CSV outputs (`report`), and shards of a corpus
+//! with their merge (`shard`).
 
 pub mod budget;
 pub mod case;

@@ -1,9 +1,9 @@
-//! Running a pipeline over a corpus: discover cases, plan memory, stream cases on worker
-//! threads, write `failures.csv`, summarise.
+//! Running a pipeline over a corpus (or one shard of it): discover cases, plan memory, stream
+//! cases on worker threads, write the tables, summarise.
 //!
 //! Invariants: a configuration or planning error writes nothing; a case's failure is recorded
-//! and never stops the others; one live run per output directory (an OS file lock, released
-//! when the process dies, so a killed run never leaves it stuck).
+//! and never stops the others; one live run per output directory, or one live run per shard of
+//! it (OS file locks, released when the process dies, so a killed run never leaves them stuck).
 
 use std::fs::File;
 use std::io::IsTerminal;
