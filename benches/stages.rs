@@ -96,7 +96,14 @@ fn attention(c: &mut Criterion) {
         for mode in [Mode::Paper, Mode::Released] {
             let config =
                 AttentionConfig { mode, std_threshold: 0.1, entropy_threshold: 0.05, iterations: 2, write_maps: false };
-            let ctx = CaseContext { store: &store, layout: &layout, ct_header: &h, zarr: &opts };
+            let ctx = CaseContext {
+                case_id: "bench",
+                out_dir: dir.path(),
+                store: &store,
+                layout: &layout,
+                ct_header: &h,
+                zarr: &opts,
+            };
             let name = format!("{mode:?}").to_lowercase();
             g.bench_function(BenchmarkId::new(name, if float { "float32" } else { "uint8" }), |b| {
                 b.iter_batched(
@@ -129,7 +136,14 @@ fn metrics(c: &mut Criterion) {
     for float in [false, true] {
         let (vols, layout) = (volumes(float), layout(float));
         g.throughput(Throughput::Bytes(prediction_bytes(float)));
-        let ctx = CaseContext { store: &store, layout: &layout, ct_header: &h, zarr: &opts };
+        let ctx = CaseContext {
+            case_id: "bench",
+            out_dir: dir.path(),
+            store: &store,
+            layout: &layout,
+            ct_header: &h,
+            zarr: &opts,
+        };
         let config = MetricsConfig { nsd_tolerance_mm: 1.0 };
         g.bench_function(if float { "float32" } else { "uint8" }, |b| {
             b.iter_batched(

@@ -25,6 +25,17 @@ pub struct VolumeWriter {
 }
 
 impl VolumeWriter {
+    /// The bytes before the voxel data of a file this writer makes for `header`: a
+    /// little-endian NIfTI-1 header with the data at byte 352, and no extensions.
+    pub fn header_bytes(header: &Header) -> Vec<u8> {
+        let mut h = header.clone();
+        h.version = Version::Nifti1;
+        h.vox_offset = 352;
+        let mut bytes = h.to_bytes();
+        bytes.extend_from_slice(&[0, 0, 0, 0]); // no extensions
+        bytes
+    }
+
     pub fn create(path: &Path, header: &Header, level: u32) -> Result<VolumeWriter, NiftiError> {
         let mut h = header.clone();
         h.version = Version::Nifti1;
@@ -35,9 +46,7 @@ impl VolumeWriter {
         } else {
             Sink::Plain(file)
         };
-        let mut bytes = h.to_bytes();
-        bytes.extend_from_slice(&[0, 0, 0, 0]); // no extensions
-        write(&mut sink, &bytes).map_err(|e| e.at(path))?;
+        write(&mut sink, &Self::header_bytes(header)).map_err(|e| e.at(path))?;
         Ok(VolumeWriter { path: path.to_owned(), sink, slice_bytes: h.slice_bytes(), slices_left: h.shape()[2] })
     }
 

@@ -304,7 +304,14 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
         sinks.push(sink);
     }
     let layout = layout(&vols, &headers, p);
-    let ctx = CaseContext { store: &store, layout: &layout, ct_header: &headers[0], zarr: &opts };
+    let ctx = CaseContext {
+        case_id: &case.id,
+        out_dir: env.out_dir,
+        store: &store,
+        layout: &layout,
+        ct_header: &headers[0],
+        zarr: &opts,
+    };
     let mut stages = Vec::new();
     for config in &p.stages {
         if let Some(stage) = config.start(&ctx)? {

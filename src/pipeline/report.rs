@@ -1,4 +1,5 @@
-//! The run's tables: `metrics.csv`, `ranking.csv`, `failures.csv` (contract §3).
+//! The run's tables: `metrics.csv`, `ranking.csv`, `failures.csv` (contract §3), and
+//! `assembly.csv` when the pipeline assembles final labels.
 //!
 //! Invariants: rows are sorted (cases by id, classes in `[input] classes` order) and numbers
 //! are printed with Rust's shortest round-trip formatting, so the same results always give the
@@ -93,6 +94,25 @@ pub fn write_outputs(
             }
         }
         write_csv(&out.join("metrics.csv"), &rows)?;
+    }
+    if p.stages.iter().any(|s| matches!(s, StageConfig::Assemble(_))) {
+        let mut rows =
+            vec![["case_id", "dataset", "class", "source", "voxels", "volume_ml"].map(String::from).to_vec()];
+        for f in &succeeded {
+            for (class, r) in p.input.classes.iter().zip(&f.result.classes) {
+                if let Some(a) = &r.assembly {
+                    rows.push(vec![
+                        f.id.to_string(),
+                        f.dataset.to_string(),
+                        class.clone(),
+                        a.source.clone(),
+                        a.voxels.to_string(),
+                        a.volume_ml.to_string(),
+                    ]);
+                }
+            }
+        }
+        write_csv(&out.join("assembly.csv"), &rows)?;
     }
     let ranking = p.stages.iter().find_map(|s| match s {
         StageConfig::Rank(c) => Some(c),

@@ -216,6 +216,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         // checkpoint goes first, so none ever points at removed data.
                         let _ = journal.clear_slab(&c.id);
                         let _ = std::fs::remove_dir_all(&case_dir);
+                        let _ = std::fs::remove_dir_all(crate::stages::assemble::partial_export(out, &c.id));
                     }
                     let outcome = match &r {
                         Ok((rep, res)) => {
@@ -276,15 +277,20 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
 fn discard_outputs(out: &Path, shard_cases: Option<&[Case]>) -> Result<(), RunError> {
     if let Some(cases) = shard_cases {
         for c in cases {
-            let path = out.join("cases").join(format!("{}.zarr", c.id));
-            match std::fs::remove_dir_all(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RunError::Io { path, source: e }),
-                _ => {}
+            for path in [
+                out.join("cases").join(format!("{}.zarr", c.id)),
+                out.join("release").join(&c.id),
+                crate::stages::assemble::partial_export(out, &c.id),
+            ] {
+                match std::fs::remove_dir_all(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RunError::Io { path, source: e }),
+                    _ => {}
+                }
             }
         }
         return Ok(());
     }
-    for name in ["cases", "failures.csv", "metrics.csv", "ranking.csv"] {
+    for name in ["cases", "release", "failures.csv", "metrics.csv", "ranking.csv", "assembly.csv"] {
         let path = out.join(name);
         let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         match r {

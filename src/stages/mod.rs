@@ -11,6 +11,7 @@
 //! a stage that needs neighbouring slices keeps its own window (no stage reads ahead), and
 //! writes each output chunk whole, once.
 
+pub mod assemble;
 pub mod attention;
 pub mod metrics;
 pub mod morphology;
@@ -32,6 +33,7 @@ pub enum StageConfig {
     Normalize(normalize::NormalizeConfig),
     Attention(attention::AttentionConfig),
     Metrics(metrics::MetricsConfig),
+    Assemble(assemble::AssembleConfig),
     Rank(rank::RankConfig),
 }
 
@@ -45,7 +47,7 @@ pub struct StageKind {
 }
 
 /// Every stage kind, in the order `slabflow stages` lists them.
-pub const REGISTRY: &[StageKind] = &[normalize::KIND, attention::KIND, metrics::KIND, rank::KIND];
+pub const REGISTRY: &[StageKind] = &[normalize::KIND, attention::KIND, metrics::KIND, assemble::KIND, rank::KIND];
 
 /// Deserialises a stage table (without its `kind`) strictly into `T`.
 pub fn parse_table<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, Vec<String>> {
@@ -161,6 +163,18 @@ pub struct ClassRow {
     /// Dice between each pair of models' masks, in [`metrics::model_pairs`] order; empty
     /// where both masks are empty.
     pub model_agreement: Vec<Option<f64>>,
+    /// The final label's source and size (assemble stage).
+    #[serde(default)]
+    pub assembly: Option<Assembly>,
+}
+
+/// What the assemble stage used for one (case, class): `assembly.csv`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Assembly {
+    /// "original", "revised" or "pseudo".
+    pub source: String,
+    pub voxels: u64,
+    pub volume_ml: f64,
 }
 
 /// The reductions of one case (kept in the progress journal, so a resumed run has them).
@@ -173,6 +187,9 @@ pub struct CaseResult {
 
 /// What a stage gets when a case starts.
 pub struct CaseContext<'a> {
+    pub case_id: &'a str,
+    /// The run's output directory.
+    pub out_dir: &'a std::path::Path,
     pub store: &'a CaseStore,
     pub layout: &'a Layout,
     pub ct_header: &'a Header,
@@ -220,6 +237,7 @@ impl StageConfig {
             StageConfig::Normalize(c) => Some(Box::new(normalize::NormalizeStage::start(c, ctx)?)),
             StageConfig::Attention(c) => Some(attention::start(c, ctx)?),
             StageConfig::Metrics(c) => Some(Box::new(metrics::MetricsStage::start(c, ctx)?)),
+            StageConfig::Assemble(c) => Some(Box::new(assemble::AssembleStage::start(c, ctx)?)),
             StageConfig::Rank(_) => None,
         })
     }
@@ -246,6 +264,12 @@ impl StageConfig {
                 let rz = if spacing[2] > 0.0 { (c.nsd_tolerance_mm / spacing[2]).floor() as u64 } else { 0 };
                 let corners = ((nx + 1) * (ny + 1)) as u64;
                 classes as u64 * (nxy * (2 + models as u64 + 16) + (2 * rz + 2) * 2 * corners + 2 * nxy)
+            }
+            // Per class: its mask of the slab; the combined ids; with exports, a compressed copy
+            // of each.
+            StageConfig::Assemble(c) => {
+                let per = if c.export_nifti { 2 } else { 1 };
+                slab * (classes as u64 + 1) * per
             }
             StageConfig::Rank(_) => 0,
         }
