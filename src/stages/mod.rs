@@ -13,6 +13,7 @@
 
 pub mod assemble;
 pub mod attention;
+pub mod components;
 pub mod metrics;
 pub mod morphology;
 pub mod normalize;
