@@ -1,5 +1,6 @@
 //! The run's tables: `metrics.csv`, `ranking.csv`, `failures.csv` (contract §3), and
-//! `assembly.csv` when the pipeline assembles final labels.
+//! `assembly.csv` when the pipeline assembles final labels, `evaluation.csv` and
+//! `evaluation_summary.csv` when it evaluates attention against errors.
 //!
 //! Invariants: rows are sorted (cases by id, classes in `[input] classes` order) and numbers
 //! are printed with Rust's shortest round-trip formatting, so the same results always give the
@@ -114,6 +115,9 @@ pub fn write_outputs(
         }
         write_csv(&out.join("assembly.csv"), &rows)?;
     }
+    if p.stages.iter().any(|s| matches!(s, StageConfig::Evaluate(_))) {
+        write_evaluation(p, out, &succeeded)?;
+    }
     let ranking = p.stages.iter().find_map(|s| match s {
         StageConfig::Rank(c) => Some(c),
         _ => None,
@@ -146,6 +150,79 @@ pub fn write_outputs(
     rows.extend(failures.into_iter().map(|(id, e)| vec![id, e]));
     write_csv(&out.join("failures.csv"), &rows)?;
     Ok(ranking)
+}
+
+/// `evaluation.csv` (per case and annotated class) and `evaluation_summary.csv` (per class:
+/// mean and population standard deviation over the cases where each is defined, as numpy's
+/// `mean`/`std`; Table 1 of the paper).
+fn write_evaluation(p: &Pipeline, out: &Path, succeeded: &[&Finished]) -> Result<(), RunError> {
+    let mut rows = vec![
+        [
+            "case_id",
+            "dataset",
+            "class",
+            "error_components",
+            "errors_found",
+            "sensitivity",
+            "attention_components",
+            "attention_on_errors",
+            "precision",
+            "largest_error_voxels",
+            "largest_attention_voxels",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let classes = &p.input.classes;
+    let mut per_class: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); classes.len()];
+    for f in succeeded {
+        for (k, (class, r)) in classes.iter().zip(&f.result.classes).enumerate() {
+            let Some(e) = &r.evaluation else { continue };
+            let (sens, prec) = (e.sensitivity(), e.precision());
+            per_class[k].0.extend(sens);
+            per_class[k].1.extend(prec);
+            rows.push(vec![
+                f.id.to_string(),
+                f.dataset.to_string(),
+                class.clone(),
+                e.error.components.to_string(),
+                e.error.touching.to_string(),
+                opt(sens),
+                e.attention.components.to_string(),
+                e.attention.touching.to_string(),
+                opt(prec),
+                e.error.largest.to_string(),
+                e.attention.largest.to_string(),
+            ]);
+        }
+    }
+    write_csv(&out.join("evaluation.csv"), &rows)?;
+    let stats = |v: &[f64]| -> (String, String) {
+        if v.is_empty() {
+            return (String::new(), String::new());
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64;
+        (mean.to_string(), var.sqrt().to_string())
+    };
+    let mut rows = vec![
+        [
+            "class",
+            "cases_sensitivity",
+            "sensitivity_mean",
+            "sensitivity_std",
+            "cases_precision",
+            "precision_mean",
+            "precision_std",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (class, (sens, prec)) in classes.iter().zip(&per_class) {
+        let ((sm, ss), (pm, ps)) = (stats(sens), stats(prec));
+        rows.push(vec![class.clone(), sens.len().to_string(), sm, ss, prec.len().to_string(), pm, ps]);
+    }
+    write_csv(&out.join("evaluation_summary.csv"), &rows)
 }
 
 fn write_csv(path: &Path, rows: &[Vec<String>]) -> Result<(), RunError> {

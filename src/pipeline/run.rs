@@ -290,7 +290,16 @@ fn discard_outputs(out: &Path, shard_cases: Option<&[Case]>) -> Result<(), RunEr
         }
         return Ok(());
     }
-    for name in ["cases", "release", "failures.csv", "metrics.csv", "ranking.csv", "assembly.csv"] {
+    for name in [
+        "cases",
+        "release",
+        "failures.csv",
+        "metrics.csv",
+        "ranking.csv",
+        "assembly.csv",
+        "evaluation.csv",
+        "evaluation_summary.csv",
+    ] {
         let path = out.join(name);
         let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         match r {

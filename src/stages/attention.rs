@@ -259,7 +259,7 @@ fn row_stats(
 
 /// Per-class sums of one z-slice.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct Sums {
+pub(super) struct Sums {
     attention: f64,
     inconsistency: f64,
     uncertainty: f64,
@@ -275,6 +275,11 @@ fn add(total: &mut [Sums], part: &[Sums]) {
         t.overlap += p.overlap;
         t.consensus += p.consensus;
     }
+}
+
+/// The −p ln p table of uint8 probabilities.
+pub(super) fn entropy_table() -> Box<[f64; 256]> {
+    Box::new(u8_entropy())
 }
 
 pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage>, String> {
@@ -311,6 +316,48 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
     })
 }
 
+/// The paper's attention (Eq. 1–4) of every class on `slab`, its z-slices in parallel: for each
+/// voxel where some model's p is not 0 (elsewhere attention is 0), `put(out, class, i, att)`
+/// with `out` the slice's entry of `outs` (one per slice) and `i` the voxel's index in the
+/// slice. Returns the per-class sums, added in slice order.
+pub(super) fn paper_slab<O: Send>(
+    slab: &CaseSlab,
+    ent: &[f64; 256],
+    outs: Vec<O>,
+    put: impl Fn(&mut O, usize, usize, f64) + Sync,
+) -> Result<Vec<Sums>, String> {
+    let (nx, ny) = (slab.layout.shape[0], slab.layout.shape[1]);
+    let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());
+    assert_eq!(outs.len(), slab.nz, "one output per slice");
+    let parts: Vec<Result<Vec<Sums>, String>> = outs
+        .into_par_iter()
+        .enumerate()
+        .map(|(z, mut out)| {
+            let mut s = Scratch::new(models, classes, nx);
+            let mut sums = vec![Sums::default(); classes];
+            for y in 0..ny {
+                row_stats(slab, z, y, &mut s, ent, |c, x, v| {
+                    let ovl = v.model_overlap as u8 as f64;
+                    let att = v.std + v.unc + ovl;
+                    let t = &mut sums[c];
+                    t.attention += att;
+                    t.inconsistency += v.std;
+                    t.uncertainty += v.unc;
+                    t.overlap += v.model_overlap as u64;
+                    t.consensus += v.consensus as u64;
+                    put(&mut out, c, y * nx + x, att);
+                })?;
+            }
+            Ok(sums)
+        })
+        .collect();
+    let mut total = vec![Sums::default(); classes];
+    for p in parts {
+        add(&mut total, &p?);
+    }
+    Ok(total)
+}
+
 struct PaperStage {
     writers: Vec<ImageWriter>,
     sums: Vec<Sums>,
@@ -321,8 +368,7 @@ struct PaperStage {
 
 impl SlabStage for PaperStage {
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
-        let (nxy, nx, ny) = (slab.nxy(), slab.layout.shape[0], slab.layout.shape[1]);
-        let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());
+        let (nxy, classes) = (slab.nxy(), slab.layout.classes.len());
         let write = !self.writers.is_empty();
         for m in &mut self.maps {
             // Voxels row_stats skips have attention 0.
@@ -338,34 +384,12 @@ impl SlabStage for PaperStage {
                 }
             }
         }
-        let ent = &*self.ent;
-        let parts: Vec<Result<Vec<Sums>, String>> = per_slice
-            .into_par_iter()
-            .enumerate()
-            .map(|(z, mut outs)| {
-                let mut s = Scratch::new(models, classes, nx);
-                let mut sums = vec![Sums::default(); classes];
-                for y in 0..ny {
-                    row_stats(slab, z, y, &mut s, ent, |c, x, v| {
-                        let ovl = v.model_overlap as u8 as f64;
-                        let att = v.std + v.unc + ovl;
-                        let t = &mut sums[c];
-                        t.attention += att;
-                        t.inconsistency += v.std;
-                        t.uncertainty += v.unc;
-                        t.overlap += v.model_overlap as u64;
-                        t.consensus += v.consensus as u64;
-                        if write {
-                            outs[c][y * nx + x] = att as f32;
-                        }
-                    })?;
-                }
-                Ok(sums)
-            })
-            .collect();
-        for p in parts {
-            add(&mut self.sums, &p?);
-        }
+        let sums = paper_slab(slab, &self.ent, per_slice, |outs, c, i, att| {
+            if write {
+                outs[c][i] = att as f32;
+            }
+        })?;
+        add(&mut self.sums, &sums);
         self.writers
             .par_iter()
             .zip(&self.maps)

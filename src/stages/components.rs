@@ -20,7 +20,7 @@ pub struct Component {
     pub marked: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Run {
     y: usize,
     x0: usize,
@@ -30,14 +30,16 @@ struct Run {
     comp: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Node {
     parent: usize,
     voxels: u64,
     marked: bool,
 }
 
-/// Streamed 26-connected component labelling (see the module note).
+/// Streamed 26-connected component labelling (see the module note). Serialisable as it is
+/// between two slices (slab checkpoints).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Components {
     nx: usize,
     ny: usize,

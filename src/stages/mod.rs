@@ -14,6 +14,7 @@
 pub mod assemble;
 pub mod attention;
 pub mod components;
+pub mod evaluate;
 pub mod metrics;
 pub mod morphology;
 pub mod normalize;
@@ -35,6 +36,7 @@ pub enum StageConfig {
     Attention(attention::AttentionConfig),
     Metrics(metrics::MetricsConfig),
     Assemble(assemble::AssembleConfig),
+    Evaluate(evaluate::EvaluateConfig),
     Rank(rank::RankConfig),
 }
 
@@ -48,7 +50,8 @@ pub struct StageKind {
 }
 
 /// Every stage kind, in the order `slabflow stages` lists them.
-pub const REGISTRY: &[StageKind] = &[normalize::KIND, attention::KIND, metrics::KIND, assemble::KIND, rank::KIND];
+pub const REGISTRY: &[StageKind] =
+    &[normalize::KIND, attention::KIND, metrics::KIND, assemble::KIND, evaluate::KIND, rank::KIND];
 
 /// Deserialises a stage table (without its `kind`) strictly into `T`.
 pub fn parse_table<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, Vec<String>> {
@@ -167,6 +170,9 @@ pub struct ClassRow {
     /// The final label's source and size (assemble stage).
     #[serde(default)]
     pub assembly: Option<Assembly>,
+    /// Error and attention components (evaluate stage; annotated classes).
+    #[serde(default)]
+    pub evaluation: Option<evaluate::Evaluation>,
 }
 
 /// What the assemble stage used for one (case, class): `assembly.csv`.
@@ -239,6 +245,7 @@ impl StageConfig {
             StageConfig::Attention(c) => Some(attention::start(c, ctx)?),
             StageConfig::Metrics(c) => Some(Box::new(metrics::MetricsStage::start(c, ctx)?)),
             StageConfig::Assemble(c) => Some(Box::new(assemble::AssembleStage::start(c, ctx)?)),
+            StageConfig::Evaluate(c) => Some(Box::new(evaluate::EvaluateStage::start(c, ctx)?)),
             StageConfig::Rank(_) => None,
         })
     }
@@ -271,6 +278,12 @@ impl StageConfig {
             StageConfig::Assemble(c) => {
                 let per = if c.export_nifti { 2 } else { 1 };
                 slab * (classes as u64 + 1) * per
+            }
+            // Per class: its attention region on the slab; per thread, a slice of consensus and
+            // of errors; the component streams hold a slice's runs.
+            StageConfig::Evaluate(_) => {
+                let nxy = (nx * ny) as u64;
+                slab * classes as u64 + threads * 2 * nxy + classes as u64 * 2 * nxy
             }
             StageConfig::Rank(_) => 0,
         }
