@@ -149,3 +149,21 @@ fn evaluation_matches_scipy_components_at_every_slab_depth() {
         assert!(report.starts_with("OK 27 case-classes"), "depth {depth}: {report}");
     }
 }
+
+/// The review exports of flagged cases (uint8 heatmaps in the authors' format, consensus
+/// pseudo labels, worklist.csv) against numpy on what nibabel and zarr-python read.
+#[test]
+fn review_exports_match_numpy_and_load_in_nibabel() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 5, [40, 36, 19]);
+    let p = util::convert_pipeline(
+        t.path(),
+        "[runtime]\nslab_depth = 4\n\n[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"rank\"\nbudget = 0.4\n\n[[stages]]\nkind = \"review\"\nclasses_per_case = 2\n",
+    );
+    let out = t.path().join("out");
+    let o = util::run(&p, &corpus, &out, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let report = util::python_script("reference_review.py", &[&out, &corpus, Path::new("2")]);
+    assert!(report.starts_with("OK 2 flagged cases"), "{report}");
+}

@@ -140,6 +140,15 @@ pub fn write_outputs(
                 ]);
             }
             write_csv(&out.join("ranking.csv"), &rows)?;
+            if let Some(config) = p.stages.iter().find_map(|s| match s {
+                StageConfig::Review(c) => Some(c),
+                _ => None,
+            }) {
+                let finished: Vec<Finished> =
+                    succeeded.iter().map(|f| Finished { id: f.id, dataset: f.dataset, result: f.result }).collect();
+                let rows = crate::stages::review::export(p, config, out, &ranked, &finished).map_err(RunError::Plan)?;
+                write_csv(&out.join("worklist.csv"), &rows)?;
+            }
             Some(ranked)
         }
         None => None,

@@ -299,6 +299,8 @@ fn discard_outputs(out: &Path, shard_cases: Option<&[Case]>) -> Result<(), RunEr
         "assembly.csv",
         "evaluation.csv",
         "evaluation_summary.csv",
+        "review",
+        "worklist.csv",
     ] {
         let path = out.join(name);
         let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };

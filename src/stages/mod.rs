@@ -20,6 +20,7 @@ pub mod morphology;
 pub mod normalize;
 pub mod prob;
 pub mod rank;
+pub mod review;
 pub mod surface;
 mod surface_normals;
 
@@ -38,6 +39,7 @@ pub enum StageConfig {
     Assemble(assemble::AssembleConfig),
     Evaluate(evaluate::EvaluateConfig),
     Rank(rank::RankConfig),
+    Review(review::ReviewConfig),
 }
 
 /// One stage kind: its name, a summary, its parameters `(name, default, meaning)`, and how a
@@ -51,7 +53,7 @@ pub struct StageKind {
 
 /// Every stage kind, in the order `slabflow stages` lists them.
 pub const REGISTRY: &[StageKind] =
-    &[normalize::KIND, attention::KIND, metrics::KIND, assemble::KIND, evaluate::KIND, rank::KIND];
+    &[normalize::KIND, attention::KIND, metrics::KIND, assemble::KIND, evaluate::KIND, rank::KIND, review::KIND];
 
 /// Deserialises a stage table (without its `kind`) strictly into `T`.
 pub fn parse_table<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, Vec<String>> {
@@ -84,6 +86,10 @@ pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec
     let has_attention = out.iter().any(|s| matches!(s, StageConfig::Attention(_)));
     if out.iter().any(|s| matches!(s, StageConfig::Rank(_))) && !has_attention {
         problems.push("a \"rank\" stage ranks by attention size: add an \"attention\" stage".into());
+    }
+    if out.iter().any(|s| matches!(s, StageConfig::Review(_))) && !out.iter().any(|s| matches!(s, StageConfig::Rank(_)))
+    {
+        problems.push("a \"review\" stage exports the flagged cases: add a \"rank\" stage".into());
     }
     out
 }
@@ -246,7 +252,7 @@ impl StageConfig {
             StageConfig::Metrics(c) => Some(Box::new(metrics::MetricsStage::start(c, ctx)?)),
             StageConfig::Assemble(c) => Some(Box::new(assemble::AssembleStage::start(c, ctx)?)),
             StageConfig::Evaluate(c) => Some(Box::new(evaluate::EvaluateStage::start(c, ctx)?)),
-            StageConfig::Rank(_) => None,
+            StageConfig::Rank(_) | StageConfig::Review(_) => None,
         })
     }
 
@@ -285,7 +291,7 @@ impl StageConfig {
                 let nxy = (nx * ny) as u64;
                 slab * classes as u64 + threads * 2 * nxy + classes as u64 * 2 * nxy
             }
-            StageConfig::Rank(_) => 0,
+            StageConfig::Rank(_) | StageConfig::Review(_) => 0,
         }
     }
 }

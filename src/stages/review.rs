@@ -1,0 +1,217 @@
+//! `review`: what the annotators open next, once the corpus is ranked (the paper's loop).
+//! For every flagged case, under `<output>/review/<case>/`:
+//! - `attention_<class>.nii.gz`: the attention heatmap in the authors' format, uint8 =
+//!   ⌊heatmap / the class's maximum over the case × 255⌋ (numpy's `astype(np.uint8)` of that
+//!   ratio; all 0 where the class has no attention);
+//! - `pseudo_labels.nii.gz`: the consensus pseudo labels (mean p > 0.5) as one uint8 label map,
+//!   class k of `[input] classes` as k + 1, a voxel in several classes' consensus going to the
+//!   first of them;
+//!
+//! both with the CT's affine, ready for ITK-SNAP, 3D Slicer or MONAI Label; and
+//! `<output>/worklist.csv`: the flagged cases, most attention first, each with the classes to
+//! look at (those with attention, most first, at most `classes_per_case`).
+//!
+//! Invariants: everything is read back from the case's own Zarr group chunk by chunk (memory:
+//! a few slabs, never a volume); the consensus is the same function as the other stages'.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use zarrs::array::Array;
+use zarrs::filesystem::FilesystemStore;
+
+use super::rank::RankRow;
+use super::{CaseSlab, Layout, ProbDecoder, StageConfig, StageKind, parse_table, require_predictions};
+use crate::nifti::{DataType, Header, VolumeWriter, Voxels};
+use crate::pipeline::config::{InputConfig, Pipeline};
+use crate::pipeline::report::Finished;
+use crate::with_voxels;
+
+pub const KIND: StageKind = StageKind {
+    kind: "review",
+    summary: "for flagged cases: uint8 attention heatmaps and consensus pseudo labels as .nii.gz, worklist.csv",
+    params: &[("classes_per_case", "3", "classes listed per case in worklist.csv, most attention first")],
+    build,
+};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    #[serde(default = "three")]
+    pub classes_per_case: usize,
+}
+
+fn three() -> usize {
+    3
+}
+
+fn build(table: &toml::Table, input: &InputConfig) -> Result<StageConfig, Vec<String>> {
+    let c: ReviewConfig = parse_table(table)?;
+    let problems = require_predictions(input, "review");
+    if problems.is_empty() { Ok(StageConfig::Review(c)) } else { Err(problems) }
+}
+
+type ZArray = Array<FilesystemStore>;
+
+fn open(store: &Arc<FilesystemStore>, path: &str) -> Result<ZArray, String> {
+    Array::open(store.clone(), &format!("/{path}")).map_err(|e| format!("{path}: {e}"))
+}
+
+/// The NIfTI header stored beside an image's array `0`.
+fn header(store: &Arc<FilesystemStore>, image: &str) -> Result<Header, String> {
+    let a = open(store, &format!("{image}/nifti"))?;
+    let bytes: Vec<u8> = a.retrieve_chunk(&[0]).map_err(|e| format!("{image}/nifti: {e}"))?;
+    Header::parse(&bytes[..]).map_err(|e| format!("{image}/nifti: {e}"))
+}
+
+/// Chunk `i` of an image's array `0` (the slab of slices i·depth…), cut to `n` voxels.
+fn chunk(a: &ZArray, dt: DataType, i: u64, n: usize) -> Result<Voxels, String> {
+    let at = [i, 0, 0];
+    let err = |e: zarrs::array::ArrayError| format!("chunk {i}: {e}");
+    let mut v = match dt {
+        DataType::U8 => Voxels::U8(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::I8 => Voxels::I8(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::I16 => Voxels::I16(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::U16 => Voxels::U16(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::I32 => Voxels::I32(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::U32 => Voxels::U32(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::I64 => Voxels::I64(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::F32 => Voxels::F32(a.retrieve_chunk(&at).map_err(err)?),
+        DataType::F64 => Voxels::F64(a.retrieve_chunk(&at).map_err(err)?),
+    };
+    with_voxels!(&mut v, d => d.truncate(n));
+    Ok(v)
+}
+
+/// Writes the review files of one flagged case.
+fn export_case(p: &Pipeline, out: &Path, case: &str) -> Result<(), String> {
+    let group = out.join("cases").join(format!("{case}.zarr"));
+    let store = Arc::new(FilesystemStore::new(&group).map_err(|e| format!("{}: {e}", group.display()))?);
+    let dir = out.join("review").join(case);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ct = header(&store, "ct")?;
+    let [nx, ny, nz] = ct.shape();
+    let nxy = nx * ny;
+    let u8_header = ct.with_stored(DataType::U8, true);
+    // Chunks are slabs of the run's depth (zarr::CaseStore::image).
+    let depth = p.runtime.slab_depth.min(nz).max(1);
+    let classes = &p.input.classes;
+
+    // Heatmaps: a pass for the maximum, a pass to write.
+    for class in classes {
+        let image = format!("attention/{class}");
+        let Ok(a) = open(&store, &format!("{image}/0")) else { continue }; // write_maps = false
+        let dt = header(&store, &image)?.datatype;
+        let slabs = nz.div_ceil(depth);
+        let mut max = 0.0f64;
+        for i in 0..slabs {
+            let n = depth.min(nz - i * depth) * nxy;
+            with_voxels!(&chunk(&a, dt, i as u64, n)?, d => {
+                for &v in d.iter() {
+                    max = max.max(v as f64);
+                }
+            });
+        }
+        let path = dir.join(format!("attention_{class}.nii.gz"));
+        let mut w = VolumeWriter::create(&path, &u8_header, 6).map_err(|e| e.to_string())?;
+        for i in 0..slabs {
+            let n = depth.min(nz - i * depth) * nxy;
+            let mut bytes = vec![0u8; n];
+            if max > 0.0 {
+                with_voxels!(&chunk(&a, dt, i as u64, n)?, d => {
+                    for (b, &v) in bytes.iter_mut().zip(d.iter()) {
+                        *b = (v as f64 / max * 255.0) as u8;
+                    }
+                });
+            }
+            for s in bytes.chunks(nxy) {
+                w.write_slice(s).map_err(|e| e.to_string())?;
+            }
+        }
+        w.finish().map_err(|e| e.to_string())?;
+    }
+
+    // Consensus pseudo labels, from the case's predictions as stored.
+    let models = &p.input.models;
+    let mut arrays = Vec::new();
+    let mut layout = Layout {
+        shape: [nx, ny, nz],
+        spacing: ct.spacing(),
+        models: models.clone(),
+        classes: classes.clone(),
+        ct: usize::MAX,
+        ct_scaling: None,
+        predictions: vec![vec![0; classes.len()]; models.len()],
+        prob: vec![vec![ProbDecoder::U8Table; classes.len()]; models.len()],
+        labels: vec![None; classes.len()],
+        revised: vec![None; classes.len()],
+        paths: Vec::new(),
+    };
+    for (m, model) in models.iter().enumerate() {
+        for (c, class) in classes.iter().enumerate() {
+            let image = format!("predictions/{model}/{class}");
+            let h = header(&store, &image)?;
+            layout.predictions[m][c] = arrays.len();
+            layout.prob[m][c] = ProbDecoder::for_header(&h, p.input.clamp_probabilities);
+            layout.paths.push(group.join(&image));
+            arrays.push((open(&store, &format!("{image}/0"))?, h.datatype));
+        }
+    }
+    let path = dir.join("pseudo_labels.nii.gz");
+    let mut w = VolumeWriter::create(&path, &u8_header, 6).map_err(|e| e.to_string())?;
+    let mut mask = Vec::new();
+    for (i, z0) in (0..nz).step_by(depth).enumerate() {
+        let n = depth.min(nz - z0) * nxy;
+        let volumes = arrays.iter().map(|(a, dt)| chunk(a, *dt, i as u64, n)).collect::<Result<Vec<_>, _>>()?;
+        let slab = CaseSlab { z0, nz: n / nxy, volumes: &volumes, layout: &layout };
+        let mut ids = vec![0u8; n];
+        for c in (0..classes.len()).rev() {
+            mask.resize(n, 0);
+            super::assemble::consensus(&slab, c, 0..n, &mut mask)?;
+            for (id, &m) in ids.iter_mut().zip(&mask) {
+                if m != 0 {
+                    *id = c as u8 + 1;
+                }
+            }
+        }
+        for s in ids.chunks(nxy) {
+            w.write_slice(s).map_err(|e| e.to_string())?;
+        }
+    }
+    w.finish().map_err(|e| e.to_string())
+}
+
+/// The review files of every flagged case and `worklist.csv`; errors name the case.
+pub fn export(
+    p: &Pipeline,
+    config: &ReviewConfig,
+    out: &Path,
+    ranking: &[RankRow],
+    finished: &[Finished],
+) -> Result<Vec<Vec<String>>, String> {
+    let mut rows =
+        vec![["rank", "case_id", "dataset", "attention_size", "classes", "review_dir"].map(String::from).to_vec()];
+    for r in ranking.iter().filter(|r| r.flagged) {
+        let Some(f) = finished.iter().find(|f| f.id == r.case_id) else { continue };
+        let mut classes: Vec<(f64, &String)> = p
+            .input
+            .classes
+            .iter()
+            .zip(&f.result.classes)
+            .filter_map(|(name, row)| row.attention_sum.filter(|&a| a > 0.0).map(|a| (a, name)))
+            .collect();
+        classes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        let list: Vec<&str> = classes.iter().take(config.classes_per_case).map(|(_, n)| n.as_str()).collect();
+        export_case(p, out, &r.case_id).map_err(|e| format!("review export of {}: {e}", r.case_id))?;
+        rows.push(vec![
+            r.rank.to_string(),
+            r.case_id.clone(),
+            r.dataset.clone(),
+            r.attention_size.to_string(),
+            list.join(";"),
+            format!("review/{}", r.case_id),
+        ]);
+    }
+    Ok(rows)
+}
