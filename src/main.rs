@@ -55,6 +55,16 @@ enum Command {
         #[arg(long, value_name = "N")]
         shards: Option<usize>,
     },
+    /// Write an HTML page of a run's ranking: attention size per case by dataset (Figure 4 of
+    /// the paper, flagged cases marked) and the ranking table.
+    Report {
+        /// The run's output directory (with ranking.csv).
+        #[arg(long)]
+        output: PathBuf,
+        /// Where to write the page (default: OUTPUT/report.html).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
     /// Write the tables of a sharded run (metrics.csv, ranking.csv, failures.csv) once every
     /// shard has finished: the same bytes as a single-node run.
     Merge {
@@ -180,6 +190,19 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 };
             run(&p, fresh, shard)
+        }
+        Command::Report { output, to } => {
+            let file = to.unwrap_or_else(|| output.join("report.html"));
+            match slabflow::pipeline::html::write_report(&output, &file) {
+                Ok(n) => {
+                    eprintln!("Wrote {} ({n} cases)", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
         }
         Command::Merge { output } => match slabflow::pipeline::shard::merge(&output) {
             Ok(m) => {

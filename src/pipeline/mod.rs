@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod case;
 pub mod config;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod shard;
