@@ -214,9 +214,10 @@ fn binary(v: &Voxels, range: Range<usize>, out: &mut [u8]) {
     });
 }
 
-/// `bytes` as one gzip member appended to `file`.
+/// `bytes` as one gzip member appended to `file`, at level 1 (nibabel's default for `.nii.gz`:
+/// label maps are mostly zeros and compress well even so).
 fn append_member(file: &mut File, bytes: &[&[u8]]) -> std::io::Result<u64> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::new(6));
+    let mut enc = GzEncoder::new(Vec::new(), Compression::new(1));
     for b in bytes {
         enc.write_all(b)?;
     }

@@ -114,7 +114,7 @@ fn export_case(p: &Pipeline, out: &Path, case: &str) -> Result<(), String> {
             });
         }
         let path = dir.join(format!("attention_{class}.nii.gz"));
-        let mut w = VolumeWriter::create(&path, &u8_header, 6).map_err(|e| e.to_string())?;
+        let mut w = VolumeWriter::create(&path, &u8_header, 1).map_err(|e| e.to_string())?;
         for i in 0..slabs {
             let n = depth.min(nz - i * depth) * nxy;
             let mut bytes = vec![0u8; n];
@@ -159,7 +159,7 @@ fn export_case(p: &Pipeline, out: &Path, case: &str) -> Result<(), String> {
         }
     }
     let path = dir.join("pseudo_labels.nii.gz");
-    let mut w = VolumeWriter::create(&path, &u8_header, 6).map_err(|e| e.to_string())?;
+    let mut w = VolumeWriter::create(&path, &u8_header, 1).map_err(|e| e.to_string())?;
     let mut mask = Vec::new();
     for (i, z0) in (0..nz).step_by(depth).enumerate() {
         let n = depth.min(nz - z0) * nxy;
