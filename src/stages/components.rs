@@ -131,9 +131,9 @@ impl Components {
             let r = runs[i];
             // The row above in this slice.
             if r.y > 0 {
-                for j in rows[r.y - 1]..rows[r.y] {
-                    if touch(&r, &runs[j]) {
-                        union(&mut nodes, r.comp, runs[j].comp);
+                for above in &runs[rows[r.y - 1]..rows[r.y]] {
+                    if touch(&r, above) {
+                        union(&mut nodes, r.comp, above.comp);
                     }
                 }
             }
