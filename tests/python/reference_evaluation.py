@@ -1,6 +1,10 @@
 """Reference for the evaluate stage (the paper's Table 1), in numpy/scipy on files read by nibabel.
 
-usage: reference_evaluation.py OUT CORPUS THRESHOLD MIN_VOXELS
+usage: reference_evaluation.py prepare CORPUS
+       reference_evaluation.py OUT CORPUS THRESHOLD MIN_VOXELS
+prepare replaces some labels of the first case with masks written by nibabel that are hard for
+a streamed labeller: a helix that winds through every slice and touches the borders, two
+snakes that only join in the last slice, and a field of small specks.
 For every case and annotated class: error region = consensus (mean p > 0.5) XOR label; attention
 region = paper attention (std + mean entropy + overlap) > THRESHOLD; both labelled with
 scipy.ndimage.label (3x3x3 structure: 26-connectivity), components under MIN_VOXELS dropped;
@@ -15,6 +19,30 @@ import sys
 import nibabel as nib
 import numpy as np
 from scipy import ndimage, special
+
+if sys.argv[1] == "prepare":
+    corpus = sys.argv[2]
+    case = sorted(d for d in os.listdir(corpus) if d.startswith("BDMAP_"))[0]
+    seg = os.path.join(corpus, case, "segmentations")
+    ct = nib.load([os.path.join(corpus, case, f) for f in ("ct.nii.gz", "ct.nii") if os.path.exists(os.path.join(corpus, case, f))][0])
+    X, Y, Z = ct.shape[:3]
+    helix = np.zeros((X, Y, Z), np.uint8)
+    for z in range(Z):
+        t = 2 * np.pi * z / 8
+        x, y = int((X - 1) / 2 * (1 + np.cos(t))), int((Y - 1) / 2 * (1 + np.sin(t)))
+        helix[max(x - 1, 0):x + 2, max(y - 1, 0):y + 2, z] = 1
+    snakes = np.zeros((X, Y, Z), np.uint8)
+    snakes[2, 2, :] = 1
+    snakes[X - 3, Y - 3, :] = 1
+    for k in range(2, min(X, Y) - 2):
+        snakes[k, k, Z - 1] = 1
+    rng = np.random.default_rng(7)
+    specks = (rng.random((X, Y, Z)) < 0.02).astype(np.uint8)
+    os.makedirs(seg, exist_ok=True)
+    for name, mask in (("liver", helix), ("spleen", snakes), ("aorta", specks)):
+        nib.save(nib.Nifti1Image(mask, ct.affine), os.path.join(seg, name + ".nii.gz"))
+    print(f"prepared 3 labels of {case}")
+    sys.exit(0)
 
 out, corpus, thr, min_voxels = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 MODELS = ["swin_unetr", "nnunet", "unet"]
