@@ -147,6 +147,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The pool's threads (chunk compression, stage kernels) yield to the reader threads when
+    // both want a core: inflating a .nii.gz is one stream on one core, the critical path of
+    // a conversion, while the pool's work can wait a moment.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .start_handler(|_| {
+            // SAFETY: setpriority on the calling thread (who = 0; per thread on Linux); a
+            // failure only leaves the default priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) };
+        })
+        .build_global();
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",

@@ -1,8 +1,9 @@
 //! `slabflow slurm` on a real SLURM cluster: a one-node cluster on loopback (Debian's
 //! `slurm-wlm` and `munge`, started here as root with a generated `slurm.conf`), a 4-task array
-//! plus the merge job, compared byte for byte with a single-node run; then a task stopped
-//! mid-way (SIGTERM through `scancel --batch`, as SLURM's time-limit warning sends it) that
-//! saves, requeues itself and resumes, with the same merged result.
+//! plus the merge job, compared byte for byte with a single-node run; then a task warned
+//! mid-way (SIGTERM to its batch shell, as `--signal=B:TERM` sends it before the time limit)
+//! that saves, requeues itself and resumes; and a task killed and requeued by the cluster
+//! (`scontrol requeue`), which resumes too — each time with the same merged result.
 //!
 //! Skipped (with a message) without root or the SLURM binaries, unless SLABFLOW_REQUIRE_SLURM
 //! is set — `.ci/run` installs them and sets it, so CI always runs these.
@@ -202,7 +203,7 @@ fn logs_of(out: &Path) -> String {
 }
 
 #[test]
-fn a_slurm_array_and_its_merge_equal_a_single_node_run_even_with_a_requeued_task() {
+fn a_slurm_array_and_its_merge_equal_a_single_node_run_even_with_requeued_tasks() {
     let Some(cluster) = Cluster::start() else { return };
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
@@ -257,4 +258,30 @@ fn a_slurm_array_and_its_merge_equal_a_single_node_run_even_with_a_requeued_task
     let job = run_ok(cluster.cmd("scontrol").args(["show", "job", &task]));
     assert!(job.contains("Restarts=1"), "{job}");
     assert_eq!(outputs(&out2), outputs(&reference), "logs:\n{logs}");
+
+    // 3. Task 2 killed mid-way by the cluster itself (`scontrol requeue`: SIGTERM to all its
+    //    processes, then SIGKILL after KillWait) and put back in the queue: it resumes.
+    let out3 = t.path().join("out3");
+    let array = submit(&cluster, &p, &corpus, &out3);
+    let task = format!("{array}_2");
+    let shard = out3.join(".slabflow/shards/2-of-4/cases");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(&shard).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < deadline, "task 2 never started:\n{}", logs_of(&out3));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_ok(cluster.cmd("scontrol").args(["requeue", &task]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = cluster.cmd("scontrol").args(["update", &format!("JobId={task}"), "StartTime=now"]).output().unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "task 2 was not requeued:\n{}", logs_of(&out3));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.wait_idle(Duration::from_secs(300));
+    let job = run_ok(cluster.cmd("scontrol").args(["show", "job", &task]));
+    assert!(job.contains("Restarts=1"), "{job}");
+    assert_eq!(outputs(&out3), outputs(&reference), "logs:\n{}", logs_of(&out3));
 }
