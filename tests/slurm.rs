@@ -194,6 +194,24 @@ fn submit(cluster: &Cluster, p: &Path, corpus: &Path, out: &Path) -> String {
     id.to_string()
 }
 
+/// SLURM holds a requeued job back for a while (BeginTime); once `task` is pending again, let
+/// it start now.
+fn start_requeued_now(cluster: &Cluster, task: &str, out: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = run_ok(cluster.cmd("squeue").args(["-h", "-j", task, "-o", "%T"])).trim().to_string();
+        if state == "PENDING" {
+            let o =
+                cluster.cmd("scontrol").args(["update", &format!("JobId={task}"), "StartTime=now"]).output().unwrap();
+            if o.status.success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{task} was not requeued (state {state:?}):\n{}", logs_of(out));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn logs_of(out: &Path) -> String {
     let mut text = String::new();
     for e in std::fs::read_dir(out.join("slurm/logs")).into_iter().flatten().flatten() {
@@ -242,16 +260,7 @@ fn a_slurm_array_and_its_merge_equal_a_single_node_run_even_with_requeued_tasks(
     for pid in pids.split_whitespace() {
         run_ok(Command::new("kill").args(["-TERM", pid]));
     }
-    // SLURM holds a requeued job back for a while (BeginTime); let it start again now.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = cluster.cmd("scontrol").args(["update", &format!("JobId={task}"), "StartTime=now"]).output().unwrap();
-        if o.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "task 1 was not requeued:\n{}", logs_of(&out2));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    start_requeued_now(&cluster, &task, &out2);
     cluster.wait_idle(Duration::from_secs(300));
     let logs = logs_of(&out2);
     assert!(logs.contains(&format!("slabflow: saved; requeueing {task}")), "task 1 was not requeued:\n{logs}");
@@ -262,6 +271,7 @@ fn a_slurm_array_and_its_merge_equal_a_single_node_run_even_with_requeued_tasks(
     // 3. Task 2 killed mid-way by the cluster itself (`scontrol requeue`: SIGTERM to all its
     //    processes, then SIGKILL after KillWait) and put back in the queue: it resumes.
     let out3 = t.path().join("out3");
+    let began = Instant::now();
     let array = submit(&cluster, &p, &corpus, &out3);
     let task = format!("{array}_2");
     let shard = out3.join(".slabflow/shards/2-of-4/cases");
@@ -271,16 +281,9 @@ fn a_slurm_array_and_its_merge_equal_a_single_node_run_even_with_requeued_tasks(
         std::thread::sleep(Duration::from_millis(20));
     }
     run_ok(cluster.cmd("scontrol").args(["requeue", &task]));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = cluster.cmd("scontrol").args(["update", &format!("JobId={task}"), "StartTime=now"]).output().unwrap();
-        if o.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "task 2 was not requeued:\n{}", logs_of(&out3));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    start_requeued_now(&cluster, &task, &out3);
     cluster.wait_idle(Duration::from_secs(300));
+    eprintln!("requeued by the cluster: {:?}", began.elapsed());
     let job = run_ok(cluster.cmd("scontrol").args(["show", "job", &task]));
     assert!(job.contains("Restarts=1"), "{job}");
     assert_eq!(outputs(&out3), outputs(&reference), "logs:\n{}", logs_of(&out3));
