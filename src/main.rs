@@ -357,10 +357,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
             let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
             let code = run(&p, true, None)?;
+            let report = out.join("report.html");
+            let report_line = match slabflow::pipeline::html::write_report(&out, &report) {
+                Ok(_) => format!("\nReport (Figure 4 and the ranking): {}", report.display()),
+                Err(_) => String::new(),
+            };
             eprintln!(
-                "Pipeline: {}\nCases (NIfTI-Zarr): {}\nFailures: {}",
+                "Pipeline: {}\nCases (NIfTI-Zarr): {}\nFinal labels (.nii.gz): {}\nFor review: {} and {}\nFailures: {}{report_line}",
                 file.display(),
                 out.join("cases").display(),
+                out.join("release").display(),
+                out.join("worklist.csv").display(),
+                out.join("review").display(),
                 out.join("failures.csv").display()
             );
             Ok(code)
