@@ -17,33 +17,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import zarr
-
-MODELS = ["swin_unetr", "nnunet", "unet"]
-CLASSES = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"]
-
-
-def fail(msg):
-    print("MISMATCH:", msg)
-    sys.exit(1)
-
-
-def find(path):
-    for p in (path, path[:-3]):
-        if os.path.exists(p):
-            return p
-    return None
-
-
-def probs(path):
-    img = nib.load(path)
-    slope, inter = img.header.get_slope_inter()
-    raw = np.asanyarray(img.dataobj.get_unscaled())
-    scaled = slope is not None and not np.isnan(slope) and slope != 0 and not (slope == 1 and (inter or 0) == 0)
-    if scaled:
-        return img.get_fdata()
-    if np.issubdtype(raw.dtype, np.integer):
-        return raw.astype(np.float64) / np.iinfo(raw.dtype).max
-    return raw.astype(np.float64)
+from common import CLASSES, MODELS, fail, find, probs
 
 
 def cases(corpus):

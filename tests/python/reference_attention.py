@@ -18,36 +18,10 @@ import nibabel as nib
 import numpy as np
 import zarr
 from scipy import ndimage, special
+from common import CLASSES, MODELS, fail, find, probs
 
 out, corpus, mode, budget = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-MODELS = ["swin_unetr", "nnunet", "unet"]
-CLASSES = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"]
 STRUCT = np.ones((3, 3, 3), bool)
-
-
-def fail(msg):
-    print("MISMATCH:", msg)
-    sys.exit(1)
-
-
-def find(path):
-    for p in (path, path[:-3]):
-        if os.path.exists(p):
-            return p
-    return None
-
-
-def probs(path):
-    """p as the contract defines it."""
-    img = nib.load(path)
-    slope, inter = img.header.get_slope_inter()
-    raw = np.asanyarray(img.dataobj.get_unscaled())
-    scaled = slope is not None and not np.isnan(slope) and slope != 0 and not (slope == 1 and (inter or 0) == 0)
-    if scaled:
-        return img.get_fdata()
-    if np.issubdtype(raw.dtype, np.integer):
-        return raw.astype(np.float64) / np.iinfo(raw.dtype).max
-    return raw.astype(np.float64)
 
 
 def close(a, b, what):
