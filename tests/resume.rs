@@ -242,6 +242,18 @@ fn slab_checkpoints(out: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Starts a run and sends it SIGTERM as soon as a slab checkpoint exists; its output.
+fn sigterm_once_checkpointed(p: &Path, corpus: &Path, out: &Path) -> std::process::Output {
+    let child = start(p, corpus, out);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slab_checkpoints(out) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait_with_output().unwrap()
+}
+
 /// A case killed mid-way resumes from its last slab checkpoint (not from slice 0), in both
 /// attention modes, and the outputs equal an uninterrupted run's byte for byte.
 #[test]
@@ -303,14 +315,7 @@ fn sigterm_saves_the_case_in_flight_and_status_shows_it() {
     let reference = t.path().join("reference");
     assert!(util::run(&p, &corpus, &reference, &[]).status.success());
     let out = t.path().join("out");
-    let child = start(&p, &corpus, &out);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while slab_checkpoints(&out) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().unwrap();
+    let o = sigterm_once_checkpointed(&p, &corpus, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.code() == Some(130) {
         assert!(err.contains("Run the same command again to resume"), "{err}");
@@ -336,14 +341,7 @@ fn a_slab_checkpoint_of_changed_inputs_is_discarded() {
     let reference = t.path().join("reference");
     assert!(util::run(&p, &corpus, &reference, &[]).status.success());
     let out = t.path().join("out");
-    let child = start(&p, &corpus, &out);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while slab_checkpoints(&out) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait_with_output().unwrap();
+    sigterm_once_checkpointed(&p, &corpus, &out);
     if slab_checkpoints(&out) == 0 {
         return; // the run ended before the signal: nothing to check
     }
