@@ -178,6 +178,8 @@ fn write_evaluation(p: &Pipeline, out: &Path, succeeded: &[&Finished]) -> Result
             "precision",
             "largest_error_voxels",
             "largest_attention_voxels",
+            "error_voxels",
+            "attention_voxels",
         ]
         .map(String::from)
         .to_vec(),
@@ -202,6 +204,8 @@ fn write_evaluation(p: &Pipeline, out: &Path, succeeded: &[&Finished]) -> Result
                 opt(prec),
                 e.error.largest.to_string(),
                 e.attention.largest.to_string(),
+                e.error.voxels.to_string(),
+                e.attention.voxels.to_string(),
             ]);
         }
     }

@@ -72,7 +72,9 @@ pub struct Counted {
     pub components: u64,
     /// Components sharing a voxel with the other region.
     pub touching: u64,
+    /// Voxels of the largest component, and of all of them.
     pub largest: u64,
+    pub voxels: u64,
 }
 
 /// What `evaluation.csv` holds for one (case, class).
@@ -136,6 +138,7 @@ fn count(c: &mut Counted, min: u64, voxels: u64, marked: bool) {
         c.components += 1;
         c.touching += marked as u64;
         c.largest = c.largest.max(voxels);
+        c.voxels += voxels;
     }
 }
 

@@ -8,7 +8,7 @@ snakes that only join in the last slice, and a field of small specks.
 For every case and annotated class: error region = consensus (mean p > 0.5) XOR label; attention
 region = paper attention (std + mean entropy + overlap) > THRESHOLD; both labelled with
 scipy.ndimage.label (3x3x3 structure: 26-connectivity), components under MIN_VOXELS dropped;
-checks evaluation.csv's counts, touching counts and largest sizes exactly, sensitivity and
+checks evaluation.csv's counts, touching counts, largest and total sizes exactly, sensitivity and
 precision, and evaluation_summary.csv (numpy mean/std over cases).
 """
 import csv
@@ -54,7 +54,8 @@ def components(region, other):
     touched = np.zeros(n + 1, bool)
     touched[np.unique(labels[other & (labels > 0)])] = True
     keep = sizes >= min_voxels
-    return int(keep.sum()), int((touched[1:] & keep).sum()), int(sizes[keep].max()) if keep.any() else 0
+    largest = int(sizes[keep].max()) if keep.any() else 0
+    return int(keep.sum()), int((touched[1:] & keep).sum()), largest, int(sizes[keep].sum())
 
 
 def close(a, b, what):
@@ -89,12 +90,13 @@ for case in sorted(d for d in os.listdir(corpus) if d.startswith("BDMAP_")):
             fail(f"evaluation.csv has no row for {case}/{c}")
         err = consensus[ci] ^ (nib.load(label).get_fdata() > 0)
         att = attention[ci] > thr
-        ne, found, le = components(err, att)
-        na, on, la = components(att, err)
-        got = tuple(int(r[k]) for k in ("error_components", "errors_found", "largest_error_voxels",
-                                        "attention_components", "attention_on_errors", "largest_attention_voxels"))
-        if got != (ne, found, le, na, on, la):
-            fail(f"{case}/{c}: slabflow {got} vs scipy {(ne, found, le, na, on, la)}")
+        ne, found, le, ve = components(err, att)
+        na, on, la, va = components(att, err)
+        got = tuple(int(r[k]) for k in ("error_components", "errors_found", "largest_error_voxels", "error_voxels",
+                                        "attention_components", "attention_on_errors", "largest_attention_voxels",
+                                        "attention_voxels"))
+        if got != (ne, found, le, ve, na, on, la, va):
+            fail(f"{case}/{c}: slabflow {got} vs scipy {(ne, found, le, ve, na, on, la, va)}")
         sens = found / ne if ne else None
         prec = on / na if na else None
         close(r["sensitivity"], sens, f"{case}/{c} sensitivity")
