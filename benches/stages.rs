@@ -7,7 +7,8 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use slabflow::nifti::{DataType, Header, Voxels};
 use slabflow::stages::attention::{self, AttentionConfig, Mode};
 use slabflow::stages::metrics::{MetricsConfig, MetricsStage};
@@ -78,76 +79,49 @@ fn prediction_bytes(float: bool) -> u64 {
     (NX * NY * DEPTH * MODELS * CLASSES * if float { 4 } else { 1 }) as u64
 }
 
-fn attention(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false).unwrap();
-    let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
-    let h = Header::new_3d(
-        [NX, NY, DEPTH],
-        [0.8, 0.8, 1.0],
-        [[0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
-        DataType::I16,
-    );
-    let mut g = c.benchmark_group("attention_slab");
-    g.sample_size(10);
-    for float in [false, true] {
-        let (vols, layout) = (volumes(float), layout(float));
-        g.throughput(Throughput::Bytes(prediction_bytes(float)));
-        for mode in [Mode::Paper, Mode::Released] {
-            let config =
-                AttentionConfig { mode, std_threshold: 0.1, entropy_threshold: 0.05, iterations: 2, write_maps: false };
-            let ctx = CaseContext {
-                case_id: "bench",
-                out_dir: dir.path(),
-                store: &store,
-                layout: &layout,
-                ct_header: &h,
-                zarr: &opts,
-            };
-            let name = format!("{mode:?}").to_lowercase();
-            g.bench_function(BenchmarkId::new(name, if float { "float32" } else { "uint8" }), |b| {
-                b.iter_batched(
-                    || attention::start(&config, &ctx).unwrap(),
-                    |mut stage| {
-                        let slab = CaseSlab { z0: 0, nz: DEPTH, volumes: &vols, layout: &layout };
-                        stage.process(black_box(&slab)).unwrap();
-                        stage
-                    },
-                    criterion::BatchSize::LargeInput,
-                )
-            });
-        }
-    }
-    g.finish();
+/// A case group to start stages in (outputs uncompressed) and the CT header they see.
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: CaseStore,
+    opts: ZarrOptions,
+    ct: Header,
 }
 
-fn metrics(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false).unwrap();
-    let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
-    let h = Header::new_3d(
-        [NX, NY, DEPTH],
-        [0.8, 0.8, 1.0],
-        [[0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
-        DataType::I16,
-    );
-    let mut g = c.benchmark_group("metrics_slab");
-    g.sample_size(10);
-    for float in [false, true] {
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false).unwrap();
+        let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
+        let ct = Header::new_3d(
+            [NX, NY, DEPTH],
+            [0.8, 0.8, 1.0],
+            [[0.8, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+            DataType::I16,
+        );
+        Fixture { dir, store, opts, ct }
+    }
+
+    /// Benchmarks one slab through a stage freshly started by `start` for each iteration.
+    fn bench(
+        &self,
+        g: &mut BenchmarkGroup<WallTime>,
+        id: BenchmarkId,
+        float: bool,
+        start: impl Fn(&CaseContext) -> Box<dyn SlabStage>,
+    ) {
         let (vols, layout) = (volumes(float), layout(float));
-        g.throughput(Throughput::Bytes(prediction_bytes(float)));
         let ctx = CaseContext {
             case_id: "bench",
-            out_dir: dir.path(),
-            store: &store,
+            out_dir: self.dir.path(),
+            store: &self.store,
             layout: &layout,
-            ct_header: &h,
-            zarr: &opts,
+            ct_header: &self.ct,
+            zarr: &self.opts,
         };
-        let config = MetricsConfig { nsd_tolerance_mm: 1.0 };
-        g.bench_function(if float { "float32" } else { "uint8" }, |b| {
+        g.throughput(Throughput::Bytes(prediction_bytes(float)));
+        g.bench_function(id, |b| {
             b.iter_batched(
-                || MetricsStage::start(&config, &ctx).unwrap(),
+                || start(&ctx),
                 |mut stage| {
                     let slab = CaseSlab { z0: 0, nz: DEPTH, volumes: &vols, layout: &layout };
                     stage.process(black_box(&slab)).unwrap();
@@ -156,6 +130,36 @@ fn metrics(c: &mut Criterion) {
                 criterion::BatchSize::LargeInput,
             )
         });
+    }
+}
+
+fn dtype(float: bool) -> &'static str {
+    if float { "float32" } else { "uint8" }
+}
+
+fn attention(c: &mut Criterion) {
+    let fx = Fixture::new();
+    let mut g = c.benchmark_group("attention_slab");
+    g.sample_size(10);
+    for float in [false, true] {
+        for mode in [Mode::Paper, Mode::Released] {
+            let config =
+                AttentionConfig { mode, std_threshold: 0.1, entropy_threshold: 0.05, iterations: 2, write_maps: false };
+            let id = BenchmarkId::new(format!("{mode:?}").to_lowercase(), dtype(float));
+            fx.bench(&mut g, id, float, |ctx| attention::start(&config, ctx).unwrap());
+        }
+    }
+    g.finish();
+}
+
+fn metrics(c: &mut Criterion) {
+    let fx = Fixture::new();
+    let mut g = c.benchmark_group("metrics_slab");
+    g.sample_size(10);
+    let config = MetricsConfig { nsd_tolerance_mm: 1.0 };
+    for float in [false, true] {
+        let id = BenchmarkId::from_parameter(dtype(float));
+        fx.bench(&mut g, id, float, |ctx| Box::new(MetricsStage::start(&config, ctx).unwrap()));
     }
     g.finish();
 }

@@ -298,7 +298,7 @@ pub fn status(out: &Path) -> Result<Status, CheckpointError> {
         .map(|cases| cases.len());
     let (mut done, mut failed, mut partial, mut shards) = (0, Vec::new(), Vec::new(), Vec::new());
     for (shard, dir) in &journals {
-        let journal = Journal { dir: dir.clone() };
+        let journal = Journal::at(dir.clone());
         let records = journal.records();
         let d = records.values().filter(|r| matches!(r.outcome, Outcome::Done { .. })).count();
         let f: Vec<(String, String)> = records

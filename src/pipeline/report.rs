@@ -144,9 +144,8 @@ pub fn write_outputs(
                 StageConfig::Review(c) => Some(c),
                 _ => None,
             }) {
-                let finished: Vec<Finished> =
-                    succeeded.iter().map(|f| Finished { id: f.id, dataset: f.dataset, result: f.result }).collect();
-                let rows = crate::stages::review::export(p, config, out, &ranked, &finished).map_err(RunError::Plan)?;
+                let rows =
+                    crate::stages::review::export(p, config, out, &ranked, &succeeded).map_err(RunError::Plan)?;
                 write_csv(&out.join("worklist.csv"), &rows)?;
             }
             Some(ranked)

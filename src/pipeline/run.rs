@@ -401,12 +401,7 @@ fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
 /// it stuck.
 pub(crate) fn lock_output(dir: &Path, shared: bool) -> Result<File, RunError> {
     let path = dir.join(".slabflow.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| RunError::Io { path: path.clone(), source })?;
+    let file = lock_file(&path)?;
     match if shared { file.try_lock_shared() } else { file.try_lock() } {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
@@ -414,17 +409,22 @@ pub(crate) fn lock_output(dir: &Path, shared: bool) -> Result<File, RunError> {
     }
 }
 
+/// The file a lock is taken on (created, never truncated).
+fn lock_file(path: &Path) -> Result<File, RunError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| RunError::Io { path: path.to_owned(), source })
+}
+
 /// One shard runs once at a time.
 fn lock_shard(out: &Path, shard: Shard) -> Result<File, RunError> {
     let dir = out.join(Journal::DIR).join("shards");
     std::fs::create_dir_all(&dir).map_err(|source| RunError::Io { path: dir.clone(), source })?;
     let path = dir.join(format!("{}.lock", shard.dir_name()));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| RunError::Io { path: path.clone(), source })?;
+    let file = lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Plan(format!(

@@ -30,8 +30,8 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{
-    CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, decode_state, encode_state,
-    parse_table, require_predictions,
+    CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, decode_state, encode_state, parse_table,
+    require_predictions,
 };
 use crate::nifti::{DataType, Voxels};
 use crate::pipeline::config::InputConfig;
@@ -168,44 +168,6 @@ impl AssembleStage {
     }
 }
 
-/// The consensus mask (mean p over the models > 0.5) of class `c` for voxels `range` of the
-/// slab, into `out`. uint8 predictions are compared in integers (p > 0.5 ⇔ 2 Σv > 255 N), an
-/// exact tie settled in f64 as numpy's mean does; other types are decoded to p.
-pub fn consensus(slab: &CaseSlab, c: usize, range: Range<usize>, out: &mut [u8]) -> Result<(), String> {
-    let layout = slab.layout;
-    let models = layout.models.len();
-    let rows: Option<Vec<&[u8]>> = (0..models)
-        .map(|n| match (&layout.prob[n][c], slab.prediction(n, c)) {
-            (ProbDecoder::U8Table, Voxels::U8(d)) => Some(&d[range.clone()]),
-            _ => None,
-        })
-        .collect();
-    if let Some(rows) = rows {
-        let half = 255 * models as u32;
-        for (k, o) in out.iter_mut().enumerate() {
-            let s: u32 = rows.iter().map(|r| r[k] as u32).sum();
-            *o = if 2 * s != half {
-                (2 * s > half) as u8
-            } else {
-                (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8
-            };
-        }
-        return Ok(());
-    }
-    let mut sum = vec![0.0; range.len()];
-    let mut p = vec![0.0; range.len()];
-    for n in 0..models {
-        layout.prob[n][c]
-            .decode(slab.prediction(n, c), range.clone(), &mut p)
-            .map_err(|e| format!("{}: {e}", layout.paths[layout.predictions[n][c]].display()))?;
-        sum.iter_mut().zip(&p).for_each(|(s, &x)| *s += x);
-    }
-    for (o, &s) in out.iter_mut().zip(&sum) {
-        *o = (s / models as f64 > 0.5) as u8;
-    }
-    Ok(())
-}
-
 fn binary(v: &Voxels, range: Range<usize>, out: &mut [u8]) {
     with_voxels!(v, d => {
         for (o, &x) in out.iter_mut().zip(&d[range]) {
@@ -275,7 +237,7 @@ impl SlabStage for AssembleStage {
             match sources[c] {
                 Source::Original => binary(slab.label(c).expect("original"), 0..n, m),
                 Source::Revised => binary(&slab.volumes[layout.revised[c].expect("revised")], 0..n, m),
-                Source::Pseudo => consensus(slab, c, 0..n, m)?,
+                Source::Pseudo => super::prob::consensus(slab, c, 0..n, m)?,
             }
             Ok(())
         })?;

@@ -17,9 +17,9 @@
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::assemble::consensus;
 use super::attention::{entropy_table, paper_slab};
 use super::components::Components;
+use super::prob::consensus;
 use super::{CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, decode_state, encode_state};
 use super::{parse_table, require_predictions};
 use crate::pipeline::config::InputConfig;

@@ -2,6 +2,10 @@
 //! scaling, p is the scaled value; an integer file without scaling is divided by its type's
 //! maximum (AbdomenAtlas stores uint8 = p × 255); a float file without scaling holds p.
 //!
+//! [`consensus`] is the one place the consensus rule (mean p > 0.5) lives for the stages that
+//! only need the mask (assemble, evaluate, review); metrics and attention fuse it with their
+//! per-model work and follow the same rule.
+//!
 //! Invariant: every p a decoder hands out is in [0, 1] (NaN and values outside fail with the
 //! file named), unless the pipeline asked to clamp.
 
@@ -81,6 +85,49 @@ impl ProbDecoder {
     fn clamps(&self) -> bool {
         matches!(self, ProbDecoder::Affine { clamp: true, .. })
     }
+}
+
+/// The consensus mask (mean p over the models > 0.5) of class `c` for voxels `range` of the
+/// slab, into `out`. uint8 predictions are compared in integers (p > 0.5 ⇔ 2 Σv > 255 N), an
+/// exact tie settled in f64 as numpy's mean does; other types are decoded to p.
+pub fn consensus(
+    slab: &super::CaseSlab,
+    c: usize,
+    range: std::ops::Range<usize>,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let layout = slab.layout;
+    let models = layout.models.len();
+    let rows: Option<Vec<&[u8]>> = (0..models)
+        .map(|n| match (&layout.prob[n][c], slab.prediction(n, c)) {
+            (ProbDecoder::U8Table, Voxels::U8(d)) => Some(&d[range.clone()]),
+            _ => None,
+        })
+        .collect();
+    if let Some(rows) = rows {
+        let half = 255 * models as u32;
+        for (k, o) in out.iter_mut().enumerate() {
+            let s: u32 = rows.iter().map(|r| r[k] as u32).sum();
+            *o = if 2 * s != half {
+                (2 * s > half) as u8
+            } else {
+                (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8
+            };
+        }
+        return Ok(());
+    }
+    let mut sum = vec![0.0; range.len()];
+    let mut p = vec![0.0; range.len()];
+    for n in 0..models {
+        layout.prob[n][c]
+            .decode(slab.prediction(n, c), range.clone(), &mut p)
+            .map_err(|e| format!("{}: {e}", layout.paths[layout.predictions[n][c]].display()))?;
+        sum.iter_mut().zip(&p).for_each(|(s, &x)| *s += x);
+    }
+    for (o, &s) in out.iter_mut().zip(&sum) {
+        *o = (s / models as f64 > 0.5) as u8;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ fn export_case(p: &Pipeline, out: &Path, case: &str) -> Result<(), String> {
         let mut ids = vec![0u8; n];
         for c in (0..classes.len()).rev() {
             mask.resize(n, 0);
-            super::assemble::consensus(&slab, c, 0..n, &mut mask)?;
+            super::prob::consensus(&slab, c, 0..n, &mut mask)?;
             for (id, &m) in ids.iter_mut().zip(&mask) {
                 if m != 0 {
                     *id = c as u8 + 1;
@@ -188,7 +188,7 @@ pub fn export(
     config: &ReviewConfig,
     out: &Path,
     ranking: &[RankRow],
-    finished: &[Finished],
+    finished: &[&Finished],
 ) -> Result<Vec<Vec<String>>, String> {
     let mut rows =
         vec![["rank", "case_id", "dataset", "attention_size", "classes", "review_dir"].map(String::from).to_vec()];
