@@ -311,6 +311,8 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
                 .map(|_| [Opening::new(nx, ny, nz, c.iterations), Opening::new(nx, ny, nz, c.iterations)])
                 .collect(),
             pending: (0..classes).map(|_| VecDeque::new()).collect(),
+            spare: vec![Vec::new(); classes],
+            masks: Vec::new(),
             emitted: 0,
         }),
     })
@@ -440,17 +442,34 @@ struct ReleasedStage {
     openings: Vec<[Opening; 2]>,
     /// Per class: output chunks not yet complete, by chunk index (u8 0/1).
     pending: Vec<VecDeque<(usize, Vec<u8>)>>,
+    /// Per class: chunk buffers already written, kept for the next chunks (memory must not
+    /// depend on the allocator's reuse of freed blocks).
+    spare: Vec<Vec<Vec<u8>>>,
+    /// Per slice of the current slab, per class: std, entropy and consensus-overlap masks;
+    /// kept from slab to slab.
+    masks: Vec<Vec<[BitSlice; 3]>>,
     /// Slices every opening has emitted so far.
     emitted: usize,
 }
 
-/// The chunk buffer holding slice `z`, created on first use.
-fn chunk_for(pending: &mut VecDeque<(usize, Vec<u8>)>, z: usize, depth: usize, nxy: usize, nz: usize) -> &mut [u8] {
+/// The chunk buffer holding slice `z`, created on first use (zeroed, from `spare` if it
+/// has one).
+fn chunk_for<'a>(
+    pending: &'a mut VecDeque<(usize, Vec<u8>)>,
+    spare: &mut Vec<Vec<u8>>,
+    z: usize,
+    depth: usize,
+    nxy: usize,
+    nz: usize,
+) -> &'a mut [u8] {
     let ci = z / depth;
     if !pending.iter().any(|(i, _)| *i == ci) {
         let len = depth.min(nz - ci * depth) * nxy;
         let at = pending.iter().position(|(i, _)| *i > ci).unwrap_or(pending.len());
-        pending.insert(at, (ci, vec![0u8; len]));
+        let mut buf = spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        pending.insert(at, (ci, buf));
     }
     let (_, buf) = pending.iter_mut().find(|(i, _)| *i == ci).unwrap();
     let off = (z - ci * depth) * nxy;
@@ -477,13 +496,17 @@ impl SlabStage for ReleasedStage {
         let (ts, te) = (self.config.std_threshold, self.config.entropy_threshold);
         let ent = &*self.ent;
         // Per slice, per class: std mask, entropy mask, consensus-overlap mask.
-        type Masks = Vec<[BitSlice; 3]>;
-        let parts: Vec<Result<(Vec<Sums>, Masks), String>> = (0..slab.nz)
-            .into_par_iter()
-            .map(|z| {
+        while self.masks.len() < slab.nz {
+            self.masks.push((0..classes).map(|_| std::array::from_fn(|_| BitSlice::new(nx, ny))).collect());
+        }
+        let slices = &mut self.masks[..slab.nz];
+        let parts: Vec<Result<Vec<Sums>, String>> = slices
+            .par_iter_mut()
+            .enumerate()
+            .map(|(z, masks)| {
+                masks.iter_mut().flatten().for_each(BitSlice::clear);
                 let mut s = Scratch::new(models, classes, nx);
                 let mut sums = vec![Sums::default(); classes];
-                let mut masks: Masks = (0..classes).map(|_| std::array::from_fn(|_| BitSlice::new(nx, ny))).collect();
                 for y in 0..ny {
                     row_stats(slab, z, y, &mut s, ent, |c, x, v| {
                         let t = &mut sums[c];
@@ -502,23 +525,22 @@ impl SlabStage for ReleasedStage {
                         }
                     })?;
                 }
-                Ok((sums, masks))
+                Ok(sums)
             })
             .collect();
-        let mut slices = Vec::with_capacity(slab.nz);
         for p in parts {
-            let (sums, masks) = p?;
-            add(&mut self.sums, &sums);
-            slices.push(masks);
+            add(&mut self.sums, &p?);
         }
         let (depth, nxy, z0) = (self.depth, nx * ny, slab.z0);
+        let slices = &self.masks[..slab.nz];
         // Classes are independent: stream each one's masks through its openings.
-        self.openings.par_iter_mut().zip(self.pending.par_iter_mut()).enumerate().for_each(|(c, (ops, pending))| {
+        let per_class = self.openings.par_iter_mut().zip(self.pending.par_iter_mut()).zip(self.spare.par_iter_mut());
+        per_class.enumerate().for_each(|(c, ((ops, pending), spare))| {
             for (k, masks) in slices.iter().enumerate() {
                 let z = z0 + k;
-                or_bits(chunk_for(pending, z, depth, nxy, nz), &masks[c][2]);
+                or_bits(chunk_for(pending, spare, z, depth, nxy, nz), &masks[c][2]);
                 for (o, mask) in ops.iter_mut().zip(&masks[c][..2]) {
-                    o.push(mask, &mut |m, opened| or_bits(chunk_for(pending, m, depth, nxy, nz), opened));
+                    o.push(mask, &mut |m, opened| or_bits(chunk_for(pending, spare, m, depth, nxy, nz), opened));
                 }
             }
         });
@@ -560,8 +582,9 @@ impl ReleasedStage {
         let counts: Vec<Result<u64, String>> = self
             .pending
             .par_iter_mut()
+            .zip(self.spare.par_iter_mut())
             .enumerate()
-            .map(|(c, pending)| {
+            .map(|(c, (pending, spare))| {
                 let mut count = 0;
                 while let Some((ci, _)) = pending.front() {
                     let end = ((ci + 1) * depth).min(nz);
@@ -573,6 +596,7 @@ impl ReleasedStage {
                     if let Some(w) = writers.get(c) {
                         w.write_slab(ci * depth, &buf).map_err(|e| e.to_string())?;
                     }
+                    spare.push(buf);
                 }
                 Ok(count)
             })

@@ -197,95 +197,108 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3], ct_only: bool) -> Re
     };
 
     // CT.
-    let ext = if s.ct_gz { "nii.gz" } else { "nii" };
-    let mut h = Header::new_3d(shape, s.spacing, affine, s.ct_type);
-    let inter = if s.ct_type == DataType::U16 { -1024.0 } else { 0.0 };
-    h.scl_slope = 1.0;
-    h.scl_inter = inter;
-    let mut w = VolumeWriter::create(&dir.join(format!("ct.{ext}")), &h, 1)?;
-    let mut bytes = Vec::with_capacity(nx * ny * 4);
-    for k in 0..nz {
-        bytes.clear();
-        for j in 0..ny {
-            for i in 0..nx {
-                let p = norm(i, j, k);
-                let hu = ct_value(s, p, (k * ny + j) * nx + i);
-                let stored = hu - inter;
-                match s.ct_type {
-                    DataType::I16 => {
-                        bytes.extend_from_slice(&(stored.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
-                    }
-                    DataType::U16 => {
-                        bytes.extend_from_slice(&(stored.round().clamp(0.0, 65535.0) as u16).to_le_bytes())
-                    }
-                    _ => bytes.extend_from_slice(&(stored as f32).to_le_bytes()),
-                }
-            }
-        }
-        w.write_slice(&bytes)?;
-    }
-    w.finish()?;
-    if ct_only {
-        return Ok(());
-    }
-
-    // Predictions.
-    for (m, model) in MODELS.iter().enumerate() {
-        let mdir = dir.join("predictions").join(model);
-        std::fs::create_dir_all(&mdir)?;
-        for (c, class) in CLASSES.iter().enumerate() {
-            let dt = if s.float_predictions { DataType::F32 } else { DataType::U8 };
-            let h = Header::new_3d(shape, s.spacing, affine, dt);
-            let mut w = VolumeWriter::create(&mdir.join(format!("{class}.nii.gz")), &h, 1)?;
-            let (shift, scale, soft) = s.models[m][c];
-            let mut o = s.organs[c];
-            for k in 0..3 {
-                o.c[k] += shift[k];
-                o.r[k] *= scale;
-            }
-            let bleed = s.bleed.filter(|&(bm, from, _)| bm == m && from == c).map(|(_, _, into)| s.organs[into]);
-            for k in 0..nz {
-                bytes.clear();
-                for j in 0..ny {
-                    for i in 0..nx {
-                        let p3 = norm(i, j, k);
-                        let mut p = sigmoid((1.0 - radius(&o, p3)) / soft);
-                        if let Some(b) = &bleed {
-                            p = p.max(0.7 * sigmoid((1.0 - radius(b, p3)) / 0.05));
-                        }
-                        if s.float_predictions {
-                            // As a network's sigmoid output: exactly 0 far from the organ.
-                            let v = if p < 1e-3 { 0.0 } else { p as f32 };
-                            bytes.extend_from_slice(&v.to_le_bytes());
-                        } else {
-                            // AbdomenAtlas: uint8 = sigmoid × 255, truncated.
-                            bytes.push((p * 255.0) as u8);
-                        }
-                    }
-                }
-                w.write_slice(&bytes)?;
-            }
-            w.finish()?;
-        }
-    }
-
-    // Original labels.
-    std::fs::create_dir_all(dir.join("segmentations"))?;
-    for &c in &s.labelled {
-        let h = Header::new_3d(shape, s.spacing, affine, DataType::U8);
-        let mut w = VolumeWriter::create(&dir.join("segmentations").join(format!("{}.nii.gz", CLASSES[c])), &h, 1)?;
+    let write_ct = || -> Result<(), NiftiError> {
+        let ext = if s.ct_gz { "nii.gz" } else { "nii" };
+        let mut h = Header::new_3d(shape, s.spacing, affine, s.ct_type);
+        let inter = if s.ct_type == DataType::U16 { -1024.0 } else { 0.0 };
+        h.scl_slope = 1.0;
+        h.scl_inter = inter;
+        let mut w = VolumeWriter::create(&dir.join(format!("ct.{ext}")), &h, 1)?;
+        let mut bytes = Vec::with_capacity(nx * ny * 4);
         for k in 0..nz {
             bytes.clear();
             for j in 0..ny {
                 for i in 0..nx {
-                    bytes.push(u8::from(radius(&s.organs[c], norm(i, j, k)) <= 1.0));
+                    let p = norm(i, j, k);
+                    let hu = ct_value(s, p, (k * ny + j) * nx + i);
+                    let stored = hu - inter;
+                    match s.ct_type {
+                        DataType::I16 => {
+                            bytes.extend_from_slice(&(stored.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
+                        }
+                        DataType::U16 => {
+                            bytes.extend_from_slice(&(stored.round().clamp(0.0, 65535.0) as u16).to_le_bytes())
+                        }
+                        _ => bytes.extend_from_slice(&(stored as f32).to_le_bytes()),
+                    }
                 }
             }
             w.write_slice(&bytes)?;
         }
-        w.finish()?;
+        w.finish()
+    };
+    if ct_only {
+        return write_ct();
     }
-    Ok(())
+
+    // Predictions and labels: one file per task, in parallel (a single long case is what
+    // the memory tests and benches wait for).
+    for model in MODELS {
+        std::fs::create_dir_all(dir.join("predictions").join(model))?;
+    }
+    std::fs::create_dir_all(dir.join("segmentations"))?;
+    let predictions = (0..MODELS.len()).flat_map(|m| (0..CLASSES.len()).map(move |c| (m, Some(c), None)));
+    let labels = s.labelled.iter().map(|&c| (0, None, Some(c)));
+    let tasks: Vec<(usize, Option<usize>, Option<usize>)> = predictions.chain(labels).collect();
+    let others = || {
+        tasks.into_par_iter().try_for_each(|(m, prediction, label)| -> Result<(), NiftiError> {
+            let mut bytes = Vec::with_capacity(nx * ny * 4);
+            if let Some(c) = prediction {
+                let dt = if s.float_predictions { DataType::F32 } else { DataType::U8 };
+                let h = Header::new_3d(shape, s.spacing, affine, dt);
+                let path = dir.join("predictions").join(MODELS[m]).join(format!("{}.nii.gz", CLASSES[c]));
+                let mut w = VolumeWriter::create(&path, &h, 1)?;
+                let (shift, scale, soft) = s.models[m][c];
+                let mut o = s.organs[c];
+                for k in 0..3 {
+                    o.c[k] += shift[k];
+                    o.r[k] *= scale;
+                }
+                let bleed = s.bleed.filter(|&(bm, from, _)| bm == m && from == c).map(|(_, _, into)| s.organs[into]);
+                for k in 0..nz {
+                    bytes.clear();
+                    for j in 0..ny {
+                        for i in 0..nx {
+                            let p3 = norm(i, j, k);
+                            let mut p = sigmoid((1.0 - radius(&o, p3)) / soft);
+                            if let Some(b) = &bleed {
+                                p = p.max(0.7 * sigmoid((1.0 - radius(b, p3)) / 0.05));
+                            }
+                            if s.float_predictions {
+                                // As a network's sigmoid output: exactly 0 far from the organ.
+                                let v = if p < 1e-3 { 0.0 } else { p as f32 };
+                                bytes.extend_from_slice(&v.to_le_bytes());
+                            } else {
+                                // AbdomenAtlas: uint8 = sigmoid × 255, truncated.
+                                bytes.push((p * 255.0) as u8);
+                            }
+                        }
+                    }
+                    w.write_slice(&bytes)?;
+                }
+                w.finish()?;
+            }
+            if let Some(c) = label {
+                // An original label.
+                let h = Header::new_3d(shape, s.spacing, affine, DataType::U8);
+                let mut w =
+                    VolumeWriter::create(&dir.join("segmentations").join(format!("{}.nii.gz", CLASSES[c])), &h, 1)?;
+                for k in 0..nz {
+                    bytes.clear();
+                    for j in 0..ny {
+                        for i in 0..nx {
+                            bytes.push(u8::from(radius(&s.organs[c], norm(i, j, k)) <= 1.0));
+                        }
+                    }
+                    w.write_slice(&bytes)?;
+                }
+                w.finish()?;
+            }
+            Ok(())
+        })
+    };
+    let (ct, others) = rayon::join(write_ct, others);
+    ct.and(others)
 }
 
 /// HU at normalised point `p` (voxel index `idx` seeds the noise).
