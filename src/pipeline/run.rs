@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CaseRecord, CheckpointError, Journal, Outcome};
 use crate::input::{self, Case, InputError};
-use crate::pipeline::budget::MemoryBudget;
+use crate::pipeline::budget::{MemoryBudget, MemoryWatch, Overshoot};
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
 use crate::pipeline::report;
@@ -67,6 +67,8 @@ pub struct RunSummary {
     pub bytes: u64,
     pub workers: usize,
     pub peak_rss: Option<u64>,
+    /// Cases after which the peak resident memory was found above what was reserved.
+    pub memory_overshoots: usize,
     /// `ranking.csv`'s rows, when the pipeline ranks.
     pub ranking: Option<Vec<RankRow>>,
     /// Cases neither finished nor failed (the run was interrupted before them).
@@ -101,6 +103,12 @@ impl RunSummary {
                     if row.flagged { "  flagged" } else { "" }
                 );
             }
+        }
+        if self.memory_overshoots > 0 {
+            eprintln!(
+                "warning: peak memory exceeded the cases' reservations {} time(s) (see the warnings above); memory_limit may not hold for this corpus",
+                self.memory_overshoots
+            );
         }
         for (id, err) in self.failures.iter().take(10) {
             eprintln!("  failed {id}: {err}");
@@ -189,6 +197,9 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let bytes = AtomicU64::new(0);
     let paused = AtomicUsize::new(0);
     let env = CaseEnv { out_dir: out, budget: &budget, journal: &journal, stop: opts.stop.as_deref() };
+    let watch = MemoryWatch::new(&budget);
+    watch.check(); // discovery and planning are not a case's
+    let overshoots = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..workers.min(todo.len().max(1)) {
             s.spawn(|| {
@@ -235,6 +246,10 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         }
                     };
                     progress.case_done(c, &r, t.elapsed());
+                    if let Some(o) = watch.check() {
+                        overshoots.fetch_add(1, Ordering::Relaxed);
+                        progress.warn_memory(c, &o, workers);
+                    }
                     fresh_records.lock().unwrap().push(rec);
                 }
             });
@@ -264,7 +279,8 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: start.elapsed(),
         bytes: bytes.load(Ordering::Relaxed),
         workers,
-        peak_rss: peak_rss(),
+        peak_rss: watch.run_peak(),
+        memory_overshoots: overshoots.into_inner(),
         ranking,
         left,
         interrupted,
@@ -373,6 +389,18 @@ impl Progress {
         }
     }
 
+    fn warn_memory(&self, c: &Case, o: &Overshoot, workers: usize) {
+        let (peak, reserved) = (human_bytes(o.peak), human_bytes(o.reserved));
+        let with = if workers > 1 { " (with the cases running beside it)" } else { "" };
+        let msg = format!(
+            "Peak memory {peak} went over the {reserved} reserved while this case ran{with}: memory_limit is a plan that did not hold here; leave headroom or lower slab_depth, and please report it with the case's shape."
+        );
+        match &self.bar {
+            Some(b) => b.suspend(|| tracing::warn!(case = %c.id, peak = o.peak, reserved = o.reserved, "{msg}")),
+            None => tracing::warn!(case = %c.id, peak = o.peak, reserved = o.reserved, "{msg}"),
+        }
+    }
+
     fn case_paused(&self, c: &Case, z: usize, nz: usize) {
         let msg = format!("Case saved at slice {z} of {nz}; it resumes there.");
         match &self.bar {
@@ -434,12 +462,4 @@ fn lock_shard(out: &Path, shard: Shard) -> Result<File, RunError> {
         ))),
         Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
     }
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`).
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
