@@ -112,10 +112,7 @@ fn memory_does_not_grow_with_the_slices_of_a_long_volume() {
             let line = line.unwrap();
             if let Some(z0) = line.contains("Slab read.").then(|| slab_start(&line)).flatten() {
                 slabs += 1;
-                // The run resets VmHWM after each case (its memory watch): sample while the
-                // case streams, keeping the highest.
-                let peak = peak_of(pid).unwrap_or(0);
-                last = last.max(peak);
+                last = last.max(peak_of(pid).unwrap_or(0));
                 if z0 >= nz / 10 && first_tenth.is_none() {
                     first_tenth = Some(last);
                 }

@@ -279,7 +279,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: start.elapsed(),
         bytes: bytes.load(Ordering::Relaxed),
         workers,
-        peak_rss: watch.run_peak(),
+        peak_rss: crate::pipeline::budget::peak_rss(),
         memory_overshoots: overshoots.into_inner(),
         ranking,
         left,
