@@ -42,6 +42,8 @@ pub const SLABS_IN_FLIGHT: usize = 2;
 #[derive(Debug, Clone, Default)]
 pub struct CaseReport {
     pub slabs: usize,
+    /// Bytes the case reserved from the memory budget ([`case_memory`]).
+    pub reserved: u64,
     /// Decoded voxel bytes streamed.
     pub bytes: u64,
 }
@@ -252,7 +254,31 @@ fn resumable(
 
 /// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages, from its slab
 /// checkpoint if it has one, writing new ones every `[runtime] checkpoint_secs`.
-pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
+/// Slab buffers a worker keeps from one case to the next: the largest allocations of a case
+/// (every volume's slab, [`SLABS_IN_FLIGHT`] times) are made once per worker rather than once
+/// per case, so the peak does not depend on the allocator finding freed blocks again.
+#[derive(Default)]
+pub struct SlabPool {
+    sets: Vec<Vec<Voxels>>,
+}
+
+impl SlabPool {
+    /// A set of buffers for a case whose volumes have `headers`: a kept buffer serves where its
+    /// type matches and it is no larger than this case's slab (a smaller case must not hold a
+    /// larger one's memory, which its reservation does not count).
+    fn take(&mut self, headers: &[Header], depth: usize) -> Vec<Voxels> {
+        let mut kept = self.sets.pop().unwrap_or_default().into_iter();
+        headers
+            .iter()
+            .map(|h| match kept.next() {
+                Some(v) if v.datatype() == h.datatype && v.capacity_bytes() as u64 <= slab_bytes(h, depth) => v,
+                _ => Voxels::empty(h.datatype),
+            })
+            .collect()
+    }
+}
+
+pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, pool: &mut SlabPool) -> Result<CaseEnd, String> {
     let (vols, mut readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
@@ -320,7 +346,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
     }
 
     let depth = sinks[0].writer.slab_depth();
-    let mut report = CaseReport::default();
+    let mut report = CaseReport { reserved: need, ..Default::default() };
     let mut start_z = 0;
     if let Some(cp) = &resume {
         let restored = if cp.stages.len() == stages.len() {
@@ -336,23 +362,25 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
     }
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
+    let spare: Vec<Vec<Voxels>> = (0..SLABS_IN_FLIGHT).map(|_| pool.take(&headers, depth)).collect();
+    let recycle_rx = &recycle_rx;
     let mut result = CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() };
     let mut paused = None;
     std::thread::scope(|s| -> Result<(), String> {
-        let reader = s.spawn(move || -> Result<(), String> {
+        // The reader returns the buffer sets it holds at the end (the others come back over
+        // the recycling channel), for the pool.
+        let reader = s.spawn(move || -> Result<Vec<Vec<Voxels>>, String> {
+            let mut spare = spare;
             for r in readers.iter_mut() {
                 r.skip_slices(start_z).map_err(|e| e.to_string())?;
             }
-            let mut spare = (0..SLABS_IN_FLIGHT)
-                .map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>())
-                .collect::<Vec<_>>();
             for z0 in (start_z..nz).step_by(depth) {
                 let n = depth.min(nz - z0);
                 let mut bufs = match spare.pop() {
                     Some(b) => b,
                     None => match recycle_rx.recv() {
                         Ok(b) => b,
-                        Err(_) => return Ok(()), // the consumer stopped; it reports why
+                        Err(_) => return Ok(spare), // the consumer stopped; it reports why
                     },
                 };
                 for (r, b) in readers.iter_mut().zip(&mut bufs) {
@@ -360,10 +388,10 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
                 }
                 tracing::debug!(case = %case.id, z0, n, "Slab read.");
                 if tx.send((z0, bufs)).is_err() {
-                    return Ok(());
+                    return Ok(spare);
                 }
             }
-            Ok(())
+            Ok(spare)
         });
         // Input slabs are written concurrently on the rayon pool (compression is the costliest
         // step); stages run here, slab after slab in z order. A buffer set goes back to the
@@ -443,8 +471,10 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
             None => Ok(()),
         };
         let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
-        read.and(outcome)
+        pool.sets.extend(read?);
+        outcome
     })?;
+    pool.sets.extend(recycle_rx.try_iter());
     Ok(match paused {
         Some(z) => CaseEnd::Paused { z, nz },
         None => CaseEnd::Done(report, result),
