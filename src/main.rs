@@ -22,6 +22,22 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Returns every arena's dirty pages to the OS (`arena.<MALLCTL_ARENAS_ALL>.purge`): run as
+/// each case ends, so the next case's reservation is not still held by jemalloc's caches.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+fn purge_allocator() {
+    // SAFETY: a documented mallctl taking no value (null old/new pointers, length 0).
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -169,6 +185,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(all(target_os = "linux", not(target_env = "musl")))]
+    slabflow::pipeline::budget::set_memory_release(purge_allocator);
     // The pool's threads (chunk compression, stage kernels) yield to the reader threads when
     // both want a core: inflating a .nii.gz is one stream on one core, the critical path of
     // a conversion, while the pool's work can wait a moment.

@@ -204,12 +204,6 @@ impl Voxels {
         }
     }
 
-    /// Bytes allocated, used or not.
-    pub fn capacity_bytes(&self) -> usize {
-        let size = self.datatype().size();
-        with_voxels!(self, v => v.capacity() * size)
-    }
-
     pub fn datatype(&self) -> DataType {
         match self {
             Voxels::U8(_) => DataType::U8,

@@ -14,7 +14,7 @@
 //! [`MemoryWatch`] compares the process's peak resident memory with what the cases running
 //! meanwhile had reserved, and the run warns when the peak went over.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Memory the process uses whatever the data: code, thread stacks, allocator slack, zarrs'
 /// and flate2's state.
@@ -75,8 +75,23 @@ impl MemoryBudget {
     }
 }
 
+/// How freed memory goes back to the operating system, when the allocator keeps it otherwise.
+static RELEASE: OnceLock<fn()> = OnceLock::new();
+
+/// Registers how to hand memory the process freed back to the operating system (the binary's
+/// allocator: `slabflow` purges jemalloc's dirty pages). A case runs it as it ends, before
+/// its reservation is returned: the memory the next case reserves must not still be resident
+/// in the allocator's caches (jemalloc returns freed pages only after ~10 s otherwise).
+pub fn set_memory_release(release: fn()) {
+    let _ = RELEASE.set(release);
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        // Everything the case allocated was dropped before its reservation (declared first).
+        if let Some(release) = RELEASE.get() {
+            release();
+        }
         self.budget.used.lock().unwrap().now -= self.bytes;
         self.budget.freed.notify_all();
     }

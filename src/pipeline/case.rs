@@ -254,31 +254,7 @@ fn resumable(
 
 /// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages, from its slab
 /// checkpoint if it has one, writing new ones every `[runtime] checkpoint_secs`.
-/// Slab buffers a worker keeps from one case to the next: the largest allocations of a case
-/// (every volume's slab, [`SLABS_IN_FLIGHT`] times) are made once per worker rather than once
-/// per case, so the peak does not depend on the allocator finding freed blocks again.
-#[derive(Default)]
-pub struct SlabPool {
-    sets: Vec<Vec<Voxels>>,
-}
-
-impl SlabPool {
-    /// A set of buffers for a case whose volumes have `headers`: a kept buffer serves where its
-    /// type matches and it is no larger than this case's slab (a smaller case must not hold a
-    /// larger one's memory, which its reservation does not count).
-    fn take(&mut self, headers: &[Header], depth: usize) -> Vec<Voxels> {
-        let mut kept = self.sets.pop().unwrap_or_default().into_iter();
-        headers
-            .iter()
-            .map(|h| match kept.next() {
-                Some(v) if v.datatype() == h.datatype && v.capacity_bytes() as u64 <= slab_bytes(h, depth) => v,
-                _ => Voxels::empty(h.datatype),
-            })
-            .collect()
-    }
-}
-
-pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, pool: &mut SlabPool) -> Result<CaseEnd, String> {
+pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
     let (vols, mut readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
@@ -362,25 +338,23 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, pool: &mut SlabPoo
     }
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let spare: Vec<Vec<Voxels>> = (0..SLABS_IN_FLIGHT).map(|_| pool.take(&headers, depth)).collect();
-    let recycle_rx = &recycle_rx;
     let mut result = CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() };
     let mut paused = None;
     std::thread::scope(|s| -> Result<(), String> {
-        // The reader returns the buffer sets it holds at the end (the others come back over
-        // the recycling channel), for the pool.
-        let reader = s.spawn(move || -> Result<Vec<Vec<Voxels>>, String> {
-            let mut spare = spare;
+        let reader = s.spawn(move || -> Result<(), String> {
             for r in readers.iter_mut() {
                 r.skip_slices(start_z).map_err(|e| e.to_string())?;
             }
+            let mut spare = (0..SLABS_IN_FLIGHT)
+                .map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>())
+                .collect::<Vec<_>>();
             for z0 in (start_z..nz).step_by(depth) {
                 let n = depth.min(nz - z0);
                 let mut bufs = match spare.pop() {
                     Some(b) => b,
                     None => match recycle_rx.recv() {
                         Ok(b) => b,
-                        Err(_) => return Ok(spare), // the consumer stopped; it reports why
+                        Err(_) => return Ok(()), // the consumer stopped; it reports why
                     },
                 };
                 for (r, b) in readers.iter_mut().zip(&mut bufs) {
@@ -388,10 +362,10 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, pool: &mut SlabPoo
                 }
                 tracing::debug!(case = %case.id, z0, n, "Slab read.");
                 if tx.send((z0, bufs)).is_err() {
-                    return Ok(spare);
+                    return Ok(());
                 }
             }
-            Ok(spare)
+            Ok(())
         });
         // Input slabs are written concurrently on the rayon pool (compression is the costliest
         // step); stages run here, slab after slab in z order. A buffer set goes back to the
@@ -471,10 +445,8 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, pool: &mut SlabPoo
             None => Ok(()),
         };
         let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
-        pool.sets.extend(read?);
-        outcome
+        read.and(outcome)
     })?;
-    pool.sets.extend(recycle_rx.try_iter());
     Ok(match paused {
         Some(z) => CaseEnd::Paused { z, nz },
         None => CaseEnd::Done(report, result),

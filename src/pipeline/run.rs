@@ -203,7 +203,6 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     std::thread::scope(|s| {
         for _ in 0..workers.min(todo.len().max(1)) {
             s.spawn(|| {
-                let mut pool = case::SlabPool::default();
                 loop {
                     if opts.stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
                         break;
@@ -211,7 +210,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(c) = todo.get(i) else { break };
                     let t = Instant::now();
-                    let r = match run_case(c, p, &env, &mut pool) {
+                    let r = match run_case(c, p, &env) {
                         Ok(CaseEnd::Done(rep, res)) => Ok((rep, res)),
                         Ok(CaseEnd::Paused { z, nz }) => {
                             // Saved at a slab boundary; the next run goes on from there.
@@ -418,9 +417,9 @@ impl Progress {
     }
 }
 
-fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv, pool: &mut case::SlabPool) -> Result<CaseEnd, String> {
+fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
     // A panic in one case (a bug) must not take the corpus down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env, pool))).unwrap_or_else(|e| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env))).unwrap_or_else(|e| {
         let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
         Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
     })
