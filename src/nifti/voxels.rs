@@ -136,7 +136,10 @@ macro_rules! with_voxels {
             $crate::nifti::Voxels::I32($v) => $body,
             $crate::nifti::Voxels::U32($v) => $body,
             $crate::nifti::Voxels::I64($v) => $body,
+            // One body serves every type: its `as f32` / `as f64` is a no-op in these arms.
+            #[allow(clippy::unnecessary_cast)]
             $crate::nifti::Voxels::F32($v) => $body,
+            #[allow(clippy::unnecessary_cast)]
             $crate::nifti::Voxels::F64($v) => $body,
         }
     };

@@ -14,7 +14,7 @@ use super::{Header, NiftiError, Version};
 
 enum Sink {
     Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Gzip(Box<GzEncoder<BufWriter<File>>>),
 }
 
 pub struct VolumeWriter {
@@ -42,7 +42,7 @@ impl VolumeWriter {
         h.vox_offset = 352;
         let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| NiftiError::Io(e).at(path))?);
         let mut sink = if path.extension().is_some_and(|e| e == "gz") {
-            Sink::Gzip(GzEncoder::new(file, Compression::new(level)))
+            Sink::Gzip(Box::new(GzEncoder::new(file, Compression::new(level))))
         } else {
             Sink::Plain(file)
         };

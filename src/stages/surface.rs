@@ -287,10 +287,10 @@ mod tests {
             }
             assert_eq!(s.finish(), want);
         }
-        let empty = vec![vec![0u8; nx * ny]; nz];
+        let empty = vec![0u8; nx * ny];
         let mut s = SurfaceDice::new([nx, ny, nz], [1.0, 1.0, 1.0], 1.0);
-        for z in 0..nz {
-            s.push(&empty[z], &empty[z]);
+        for _ in 0..nz {
+            s.push(&empty, &empty);
         }
         assert_eq!(s.finish(), None);
     }

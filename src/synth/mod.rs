@@ -128,11 +128,11 @@ fn case_spec(i: usize, seed: u64) -> CaseSpec {
     }
     // Neighbours that models confuse in practice.
     let pairs = [(4, 3), (5, 0), (8, 6), (1, 4), (0, 2)];
-    let bleed = (rng.next() % 3 == 0).then(|| {
+    let bleed = rng.next().is_multiple_of(3).then(|| {
         let (from, into) = pairs[(rng.next() % pairs.len() as u64) as usize];
         ((rng.next() % 3) as usize, from, into)
     });
-    let labelled = if i % 3 == 2 { Vec::new() } else { (0..9).filter(|_| rng.next() % 4 != 0).collect() };
+    let labelled = if i % 3 == 2 { Vec::new() } else { (0..9).filter(|_| !rng.next().is_multiple_of(4)).collect() };
     CaseSpec {
         id: format!("BDMAP_{:08}", i + 1),
         dataset: DATASETS[i % DATASETS.len()],
@@ -250,8 +250,8 @@ fn write_case(root: &Path, s: &CaseSpec, shape: [usize; 3], ct_only: bool) -> Re
                 let mut w = VolumeWriter::create(&path, &h, 1)?;
                 let (shift, scale, soft) = s.models[m][c];
                 let mut o = s.organs[c];
-                for k in 0..3 {
-                    o.c[k] += shift[k];
+                for (k, d) in shift.iter().enumerate() {
+                    o.c[k] += d;
                     o.r[k] *= scale;
                 }
                 let bleed = s.bleed.filter(|&(bm, from, _)| bm == m && from == c).map(|(_, _, into)| s.organs[into]);

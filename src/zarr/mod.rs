@@ -212,7 +212,7 @@ impl CaseStore {
             // Sub-chunks must tile the shard (one slab): each extent becomes the largest
             // divisor of the shard's extent not above the one asked for.
             let fit = |want: u64, extent: usize| {
-                (1..=want.min(extent as u64)).rev().find(|d| extent as u64 % d == 0).unwrap_or(1)
+                (1..=want.min(extent as u64)).rev().find(|d| (extent as u64).is_multiple_of(*d)).unwrap_or(1)
             };
             b.subchunk_shape(Some(vec![fit(sub[0], depth), fit(sub[1], ny), fit(sub[2], nx)]));
         }
