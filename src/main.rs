@@ -4,23 +4,44 @@
 /// mmap threshold as large blocks are freed, so slab-sized buffers (4–16 MiB, freed on other
 /// threads than the ones that allocated them) land on its arenas, which then only grow: one
 /// 512×512 case in `released` attention mode peaked at 431 MiB for 48 slices, 799 MiB for
-/// 768 and 1285 MiB for 1,536 (it was OOM-killed in a 1.25 GiB cgroup under a 1 GiB limit),
-/// while heaptrack put its live heap at 454 and 471 MiB. Measured on the same cases (contract
-/// pipeline, one worker, worst of two output paths; benches/memory.sh):
+/// 768 and 1285 MiB for 1,536 (over a 1.25 GiB cgroup under a 1 GiB limit), while heaptrack
+/// put its live heap at 454 and 471 MiB. Measured on the same cases (contract pipeline, one
+/// worker, worst of two output paths; benches/README.md, "Memory"):
 ///
 /// | allocator | released 48 / 768 / 1,536 slices | paper 48 / 768 / 1,536 |
 /// |---|---|---|
 /// | glibc 2.36 | 431 / 799 / 1285 MiB | 521 / 630 / 769 MiB |
 /// | mimalloc 0.1.52 | 526 / 553 / 577 MiB | 596 / 617 / 616 MiB |
-/// | jemalloc 5 (tikv-jemallocator 0.7) | 435 / 491 / 502 MiB | 517 / 531 / 539 MiB |
+/// | jemalloc 5.3 (tikv-jemallocator 0.7) | 435 / 491 / 502 MiB | 517 / 531 / 539 MiB |
 ///
 /// jemalloc stays flat once the stream is under way, at the live heap plus a few percent,
-/// with the lowest peaks and no loss of speed; unprefixed (Cargo.toml), it also serves blosc's
-/// and zstd's C allocations. The engine recycles the large buffers itself as well
-/// (`pipeline::case`), so the allocator sees little churn.
+/// with the lowest peaks; unprefixed (Cargo.toml), it also serves blosc's and zstd's C
+/// allocations. The stages keep their large buffers from slab to slab as well (released mode
+/// then: 468 / 480 / 478 MiB), so the allocator sees little churn, and the memory budget has
+/// jemalloc return freed pages when a case would otherwise pass the limit with them
+/// ([`purge_allocator`]).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start: freed pages stay with jemalloc (no time-based decay)
+/// until the memory budget needs them back ([`purge_allocator`], when a reservation would
+/// otherwise pass the limit with them). Decay returned and re-faulted pages all the time: on
+/// 16 full-size cases (two at a time) it cost 18–20 s of system time against 12–16 s without,
+/// and 7 % of wall time. `MALLOC_CONF` in the environment still overrides.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[unsafe(no_mangle)]
+#[used]
+static malloc_conf: MallocConf = MallocConf(c"dirty_decay_ms:-1,muzzy_decay_ms:-1".as_ptr());
+
+/// A C string jemalloc reads once; never written.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: points at a 'static, immutable C string.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+unsafe impl Sync for MallocConf {}
 
 /// Returns every arena's dirty pages to the OS (`arena.<MALLCTL_ARENAS_ALL>.purge`): run as
 /// each case ends, so the next case's reservation is not still held by jemalloc's caches.
