@@ -43,8 +43,9 @@ struct MallocConf(*const std::ffi::c_char);
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 unsafe impl Sync for MallocConf {}
 
-/// Returns every arena's dirty pages to the OS (`arena.<MALLCTL_ARENAS_ALL>.purge`): run as
-/// each case ends, so the next case's reservation is not still held by jemalloc's caches.
+/// Returns every arena's dirty pages to the OS (`arena.<MALLCTL_ARENAS_ALL>.purge`): run by the
+/// memory budget before a reservation would pass the limit with pages that ended cases freed
+/// (`slabflow::pipeline::budget`).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 fn purge_allocator() {
     // SAFETY: a documented mallctl taking no value (null old/new pointers, length 0).
