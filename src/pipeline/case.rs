@@ -255,7 +255,7 @@ fn resumable(
 /// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages, from its slab
 /// checkpoint if it has one, writing new ones every `[runtime] checkpoint_secs`.
 pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
-    let (vols, mut readers) = open_case(case, p)?;
+    let (vols, readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
     let need = case_memory(&headers, depth, p);
@@ -269,6 +269,9 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
             human_bytes(avail)
         )
     })?;
+    // Rebound after the reservation, so that on an early error the readers' buffers are freed
+    // before the reservation is returned.
+    let mut readers = readers;
     let stamps = vols
         .iter()
         .map(|v| InputStamp::of(&v.path).map_err(|e| format!("{}: {e}", v.path.display())))
