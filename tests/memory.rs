@@ -19,22 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The contract's layout with every stage kind; `mode` is the attention mode.
-fn loop_pipeline(dir: &Path, mode: &str, memory_limit: &str) -> PathBuf {
-    let text = format!(
-        r#"version = 1
-[input]
-root = "corpus"
-ct = "{{case}}/ct.nii.gz"
-prediction = "{{case}}/predictions/{{model}}/{{class}}.nii.gz"
-label = "{{case}}/segmentations/{{class}}.nii.gz"
-revised = "{{case}}/revised/{{class}}.nii.gz"
-metadata = "meta.csv"
-models = ["swin_unetr", "nnunet", "unet"]
-classes = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"]
-[output]
-dir = "out"
-[runtime]
-memory_limit = "{memory_limit}"
+fn loop_pipeline(dir: &Path, mode: &str) -> PathBuf {
+    let stages = format!(
+        r#"[runtime]
+memory_limit = "1GiB"
 [[stages]]
 kind = "normalize"
 [[stages]]
@@ -54,9 +42,7 @@ budget = 1.0
 kind = "review"
 "#
     );
-    let path = dir.join(format!("loop-{mode}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    util::convert_pipeline(dir, &stages)
 }
 
 fn synth_all_labels(dir: &Path, shape: [usize; 3]) {
@@ -94,7 +80,7 @@ fn memory_does_not_grow_with_the_slices_of_a_long_volume() {
     let nz = 4096;
     synth_all_labels(&corpus, [64, 64, nz]);
     for mode in ["paper", "released"] {
-        let pipeline = loop_pipeline(dir.path(), mode, "1GiB");
+        let pipeline = loop_pipeline(dir.path(), mode);
         let out = dir.path().join(format!("out-{mode}"));
         let mut child = util::bin()
             .args(["run", pipeline.to_str().unwrap(), "--input", corpus.to_str().unwrap()])
