@@ -11,3 +11,21 @@ if [ ! -x "$py" ]; then
   "$py" -m pip install -q -r tests/python/requirements.txt
 fi
 measure() { "$py" "$root/benches/peers/measure.py" "$@"; }
+
+# repeat_corpus BASE N DIR: a corpus of N cases in DIR cycling through BASE's cases under new
+# ids (directory symlinks; a case's cost does not depend on its id); prints DIR.
+repeat_corpus() {
+  local base=$1 n=$2 dir=$3 ids=() id ds
+  while IFS=, read -r id ds; do [ "$id" = case_id ] || ids+=("$id,$ds"); done < "$base/meta.csv"
+  if [ ! -f "$dir/meta.csv" ]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    echo "case_id,dataset" > "$dir/meta.csv"
+    for ((i = 0; i < n; i++)); do
+      local src=${ids[$((i % ${#ids[@]}))]}
+      id=$(printf "BDMAP_%08d" $((i + 1)))
+      ln -s "$base/${src%%,*}" "$dir/$id"
+      echo "$id,${src#*,}" >> "$dir/meta.csv"
+    done
+  fi
+  echo "$dir"
+}

@@ -21,21 +21,5 @@ synth_labels() { # DIR CASES SLICES
 synth_labels "$work/base48" 4 48
 synth_labels "$work/slices768" 1 768
 synth_labels "$work/slices1536" 1 1536
-corpus_of() { # N: a corpus of N cases cycling through the 4 cases of base48
-  local n=$1 dir=$work/cases$1 ids=()
-  while IFS=, read -r id ds; do [ "$id" = case_id ] || ids+=("$id,$ds"); done < "$work/base48/meta.csv"
-  if [ ! -f "$dir/meta.csv" ]; then
-    rm -rf "$dir"; mkdir -p "$dir"
-    echo "case_id,dataset" > "$dir/meta.csv"
-    for ((i = 0; i < n; i++)); do
-      local src=${ids[$((i % 4))]} id
-      id=$(printf "BDMAP_%08d" $((i + 1)))
-      ln -s "$work/base48/${src%%,*}" "$dir/$id"
-      echo "$id,${src#*,}" >> "$dir/meta.csv"
-    done
-  fi
-}
-corpus_of 1
-corpus_of 4
-corpus_of 32
+for n in 1 4 32; do repeat_corpus "$work/base48" "$n" "$work/cases$n" >/dev/null; done
 "$py" "$root/benches/peers/memory_runs.py" "$sf" "$work" "$@"

@@ -19,23 +19,7 @@ work=$root/target/bench-scale
 mkdir -p "$work"
 base=$work/base
 [ -f "$base/meta.csv" ] || "$sf" synth --out "$base" --cases 4 --shape 512 512 300 2>/dev/null
-ids=()
-while IFS=, read -r id ds; do [ "$id" = case_id ] || ids+=("$id,$ds"); done < "$base/meta.csv"
-
-corpus_of() { # N: a corpus of N cases cycling through the 4 base cases
-  local n=$1 dir=$work/cases$1
-  if [ ! -f "$dir/meta.csv" ]; then
-    rm -rf "$dir"; mkdir -p "$dir"
-    echo "case_id,dataset" > "$dir/meta.csv"
-    for ((i = 0; i < n; i++)); do
-      local src=${ids[$((i % 4))]} id
-      id=$(printf "BDMAP_%08d" $((i + 1)))
-      ln -s "$base/${src%%,*}" "$dir/$id"
-      echo "$id,${src#*,}" >> "$dir/meta.csv"
-    done
-  fi
-  echo "$dir"
-}
+corpus_of() { repeat_corpus "$base" "$1" "$work/cases$1"; }
 
 limit_bytes=$("$py" -c "
 import re, sys
