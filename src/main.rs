@@ -336,7 +336,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { output } => {
-            let st = match slabflow::checkpoint::status(&output) {
+            let discover = |m: &slabflow::checkpoint::Manifest| {
+                let overrides =
+                    Overrides { input: Some(m.fingerprint.input.clone()), output: Some(output.clone()), memory_limit: None };
+                let saved = slabflow::checkpoint::Manifest::path(&output);
+                Pipeline::parse(&saved, &m.pipeline_text, &overrides)
+                    .ok()
+                    .and_then(|p| slabflow::input::discover(&p).ok())
+                    .map(|cases| cases.len())
+            };
+            let st = match slabflow::checkpoint::status(&output, discover) {
                 Ok(st) => st,
                 Err(e) => {
                     eprintln!("error: {e}");

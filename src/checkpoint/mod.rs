@@ -1,21 +1,37 @@
 //! The progress journal: what lets an interrupted run resume where it stopped, losing nothing.
 //!
-//! Layout, in the output directory: `.slabflow/run.json` (the fingerprint of the pipeline and
-//! of slabflow), `.slabflow/pipeline.toml` (the pipeline text, to say what changed), one
-//! `.slabflow/cases/<case_id>.json` per finished case with its reductions (or its error), and
-//! `.slabflow/cases/<case_id>.slab` for a long case caught mid-way: the slice it had reached
-//! and its stages' states there ([`SlabCheckpoint`]).
+//! Layout, in the output directory:
+//! - `.slabflow/run.json`, the [`Manifest`]: one for the whole output, every run and shard
+//!   checks it — the fingerprint (slabflow, pipeline, input), the pipeline's text, a `run_id`,
+//!   and for a sharded run the split (the number of shards and the case ids, frozen when the
+//!   first shard began); `.slabflow/pipeline.toml` is a copy of the pipeline for people;
+//! - the records: `.slabflow/cases/<case_id>.json` per case that ended (its reductions, or its
+//!   error) for a single-node run, `.slabflow/shards/K-of-N/cases/` for each shard, with
+//!   `<case_id>.slab` for a long case caught mid-way ([`SlabCheckpoint`]);
+//! - `.slabflow.lock` and `.slabflow.leases/`: who holds the output ([`lock`]).
 //!
-//! Invariants:
-//! - every journal file is written to a temp file, fsynced, then renamed: a crash at any byte
-//!   leaves the old file or the new one, never a torn one (a file that does not parse is
-//!   treated as absent);
-//! - a case's record is written only after its Zarr data is on disk (`syncfs`), so a record
-//!   never points at data a power loss could take back;
-//! - a run resumes only with the same fingerprint; anything else is refused with what changed;
-//! - a slab checkpoint at slice z is written only after every Zarr chunk before z is on disk,
-//!   and is removed before its case's data is (a failed case) or after its record is written
-//!   (a finished one): it never outlives the data it describes.
+//! **The rule**: a record says "done" only for data that is complete and durable, and no
+//! operation — a run, a resume, `--fresh`, a shard, a merge — leaves a record pointing at data
+//! it changed. Concretely:
+//! - records are published after the data: a case's record is written (temp file, fsync,
+//!   rename, fsync of the folder) only after `syncfs` on every filesystem the case wrote to
+//!   ([`durable::CaseSync`]); a slab checkpoint at slice z likewise, once every chunk before
+//!   z is written;
+//! - records are voided before the data: starting over renames the journal folder to a
+//!   tombstone (`.slabflow.discarded`, or `shards/K-of-N.discarded` for one shard) in one
+//!   durable rename *before* deleting anything; the next run finishes an interrupted discard
+//!   first. A failed case's slab checkpoint is removed before its data;
+//! - one run per output: the manifest is created once (atomically, `link(2)`), and a run or
+//!   shard whose fingerprint or split differs from it is refused, naming the difference, until
+//!   `--fresh` starts the whole output over; records carry the manifest's `run_id`, so a record
+//!   written by a run that outlived its lease into a newer journal is ignored;
+//! - a journal file that does not parse is never taken for absent: a record or slab checkpoint
+//!   that does not parse is "not done" (the case is redone), a manifest that does not parse is
+//!   refused, naming the file.
+
+pub mod durable;
+pub mod lock;
+mod split;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,9 +40,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::config::Pipeline;
-use crate::pipeline::shard::{Shard, ShardCases};
 use crate::stages::CaseResult;
+use durable::{CaseSync, create_dir_durable, sync_parent, write_atomic};
+pub use split::Shard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -34,6 +50,12 @@ pub enum CheckpointError {
         "{dir} holds the progress of a run with a different pipeline ({what}).\n  To start over, run again with --fresh (earlier results in {dir} are discarded);\n  to resume, run the earlier pipeline (saved in {saved})."
     )]
     Changed { dir: PathBuf, what: String, saved: PathBuf },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "{path} cannot be read ({error}): it is not a journal this slabflow wrote. Run again with --fresh to start over (slabflow's outputs in {dir} are discarded)."
+    )]
+    Unreadable { path: PathBuf, dir: PathBuf, error: String },
     #[error("{0} has no slabflow progress journal (.slabflow/run.json): nothing was run there")]
     NoJournal(PathBuf),
     #[error("progress journal {path}: {source}")]
@@ -42,6 +64,11 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
+    let path = path.to_owned();
+    move |source| CheckpointError::Io { path, source }
 }
 
 /// What identifies a run: results are comparable only under the same values.
@@ -55,14 +82,174 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub fn of(p: &Pipeline) -> Fingerprint {
-        let hash = p.text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    pub fn of(text: &str, input: &Path) -> Fingerprint {
+        let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         Fingerprint {
             slabflow: env!("CARGO_PKG_VERSION").to_string(),
             pipeline: format!("{hash:016x}"),
-            input: std::fs::canonicalize(&p.input.root).unwrap_or_else(|_| p.input.root.clone()),
+            input: std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned()),
         }
     }
+}
+
+/// A sharded run's split: `shards` tasks over `cases` (ids, sorted), frozen when it began.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    pub shards: usize,
+    pub cases: Vec<String>,
+}
+
+impl Split {
+    /// The case ids of shard `k`.
+    pub fn of_shard(&self, k: usize) -> Vec<String> {
+        Shard { index: k, count: self.shards }.select(self.cases.iter().cloned())
+    }
+}
+
+/// `.slabflow/run.json`: what every run and shard of an output must agree with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// Unique to this manifest: records of an older one are not this run's.
+    pub run_id: String,
+    #[serde(flatten)]
+    pub fingerprint: Fingerprint,
+    /// The pipeline file's text (what `merge` and `status` run with).
+    pub pipeline_text: String,
+    /// `None` for a single-node run.
+    pub split: Option<Split>,
+}
+
+impl Manifest {
+    pub const FORMAT: u32 = 2;
+
+    pub fn new(text: &str, input: &Path, split: Option<Split>) -> Manifest {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Manifest {
+            format: Self::FORMAT,
+            run_id: format!("{:x}-{:x}", now.as_nanos(), std::process::id()),
+            fingerprint: Fingerprint::of(text, input),
+            pipeline_text: text.to_string(),
+            split,
+        }
+    }
+
+    pub fn path(out: &Path) -> PathBuf {
+        out.join(Journal::DIR).join("run.json")
+    }
+
+    /// The manifest of `out`: `None` if there is none; an error if one is there but unreadable.
+    pub fn read(out: &Path) -> Result<Option<Manifest>, CheckpointError> {
+        let path = Self::path(out);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CheckpointError::Io { path, source: e }),
+        };
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) if m.format == Self::FORMAT => Ok(Some(m)),
+            Ok(m) => Err(CheckpointError::Unreadable {
+                path,
+                dir: out.to_owned(),
+                error: format!("journal format {}, this slabflow writes {}", m.format, Self::FORMAT),
+            }),
+            Err(e) => Err(CheckpointError::Unreadable { path, dir: out.to_owned(), error: e.to_string() }),
+        }
+    }
+
+    /// Creates `.slabflow/run.json` if there is none, atomically (`link(2)`: of runs racing to
+    /// create it, one wins on every filesystem); returns the one already there otherwise.
+    pub fn publish(&self, out: &Path) -> Result<Option<Manifest>, CheckpointError> {
+        let dir = out.join(Journal::DIR);
+        create_dir_durable(&dir).map_err(io_err(&dir))?;
+        let path = Self::path(out);
+        let tmp = dir.join(format!(".run.json.new-{}", self.run_id));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(self).expect("serialisable"))?;
+            f.sync_all()
+        };
+        write().map_err(io_err(&tmp))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_parent(&path).map_err(io_err(&path))?;
+                write_atomic(&dir.join("pipeline.toml"), self.pipeline_text.as_bytes())
+                    .map_err(io_err(&dir.join("pipeline.toml")))?;
+                Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(out),
+            Err(e) => Err(CheckpointError::Io { path, source: e }),
+        }
+    }
+
+    /// Why a run wanting `want` cannot go on in an output holding `self` (`None`: it can).
+    pub fn conflict(&self, want: &Manifest, out: &Path) -> Option<CheckpointError> {
+        let (before, now) = (&self.fingerprint, &want.fingerprint);
+        let saved = out.join(Journal::DIR).join("pipeline.toml");
+        let changed = |what: String| Some(CheckpointError::Changed { dir: out.to_owned(), what, saved: saved.clone() });
+        if before.slabflow != now.slabflow {
+            return changed(format!("slabflow {} then, {} now", before.slabflow, now.slabflow));
+        }
+        if before.pipeline != now.pipeline {
+            return changed(format!("the pipeline file changed: {}", describe_change(&self.pipeline_text, &want.pipeline_text)));
+        }
+        if before.input != now.input {
+            return changed(format!("input {} then, {} now", before.input.display(), now.input.display()));
+        }
+        let conflict = |msg: String| Some(CheckpointError::Conflict(msg));
+        let over = "run again with --fresh to start the whole output over (every earlier result in it is discarded)";
+        match (&self.split, &want.split) {
+            (None, None) => None,
+            (None, Some(_)) => conflict(format!(
+                "{} holds a single-node run; a shard cannot join it: resume it without --shard, or {over}",
+                out.display()
+            )),
+            (Some(s), None) => conflict(format!(
+                "{} holds a run split in {} shards: resume its shards (--shard K/{}) and `slabflow merge`, or {over}",
+                out.display(),
+                s.shards,
+                s.shards
+            )),
+            (Some(s), Some(w)) if s.shards != w.shards => conflict(format!(
+                "{} holds a run split in {} shards, not {}: run --shard K/{} for its shards, or {over}",
+                out.display(),
+                s.shards,
+                w.shards,
+                s.shards
+            )),
+            (Some(s), Some(w)) if s.cases != w.cases => {
+                let added: Vec<&String> = w.cases.iter().filter(|c| s.cases.binary_search(c).is_err()).collect();
+                let removed: Vec<&String> = s.cases.iter().filter(|c| w.cases.binary_search(c).is_err()).collect();
+                conflict(format!(
+                    "the corpus changed since the sharded run in {} began ({}): its shards work on the cases it began with, so that they never overlap; restore the corpus, or {over}",
+                    out.display(),
+                    describe_cases(&added, &removed)
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// "2 cases added (A, B), 1 removed (C)".
+pub fn describe_cases(added: &[&String], removed: &[&String]) -> String {
+    let list = |v: &[&String]| {
+        let mut s = v.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        if v.len() > 5 {
+            s.push_str(", …");
+        }
+        s
+    };
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("{} case{} added ({})", added.len(), if added.len() > 1 { "s" } else { "" }, list(added)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("{} removed ({})", removed.len(), list(removed)));
+    }
+    parts.join(", ")
 }
 
 /// How one case ended.
@@ -77,12 +264,17 @@ pub enum Outcome {
 pub struct CaseRecord {
     pub case_id: String,
     pub dataset: String,
+    /// The manifest's `run_id` when the record was written.
+    #[serde(default)]
+    pub run: String,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
 
+/// The records of one run, or of one shard of a sharded run.
 pub struct Journal {
     dir: PathBuf,
+    run_id: String,
 }
 
 impl Journal {
@@ -97,56 +289,51 @@ impl Journal {
         }
     }
 
+    /// Where `discard` moves a journal folder before deleting what it recorded.
+    pub fn tombstone_of(dir: &Path) -> PathBuf {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        dir.with_file_name(format!("{name}.discarded"))
+    }
+
+    /// Voids every record in `dir` at once: one durable rename to its tombstone. The caller
+    /// then deletes the data, then the tombstone ([`Journal::bury`]); a tombstone found later
+    /// is a discard to finish first.
+    pub fn void(dir: &Path) -> Result<(), CheckpointError> {
+        let tomb = Self::tombstone_of(dir);
+        if tomb.exists() {
+            // An older discard's tombstone: its data is deleted with this one's.
+            durable::remove_path(&tomb).map_err(io_err(&tomb))?;
+        }
+        match std::fs::rename(dir, &tomb) {
+            Ok(()) => sync_parent(dir).map_err(io_err(dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CheckpointError::Io { path: dir.to_owned(), source: e }),
+        }
+    }
+
+    /// Removes the tombstone of `dir`, once the data it recorded is deleted.
+    pub fn bury(dir: &Path) -> Result<(), CheckpointError> {
+        let tomb = Self::tombstone_of(dir);
+        durable::remove_path(&tomb).map_err(io_err(&tomb))?;
+        sync_parent(&tomb).map_err(io_err(&tomb))
+    }
+
+    /// The journal in `dir` for the manifest's `run_id`, created if new (the caller holds the
+    /// output's lock).
+    pub fn open(dir: PathBuf, run_id: &str) -> Result<Journal, CheckpointError> {
+        let cases = dir.join("cases");
+        create_dir_durable(&cases).map_err(io_err(&cases))?;
+        durable::sweep_temp_files(&dir).map_err(io_err(&dir))?;
+        durable::sweep_temp_files(&cases).map_err(io_err(&cases))?;
+        Ok(Journal { dir, run_id: run_id.to_string() })
+    }
+
     /// The journal in `dir`, to read.
-    pub fn at(dir: PathBuf) -> Journal {
-        Journal { dir }
+    pub fn at(dir: PathBuf, run_id: &str) -> Journal {
+        Journal { dir, run_id: run_id.to_string() }
     }
 
-    /// Opens (or starts) the journal of `out` (of one shard of it) for pipeline `p`. With
-    /// `fresh`, earlier progress is discarded; otherwise a journal of another pipeline is
-    /// refused.
-    pub fn open(out: &Path, p: &Pipeline, fresh: bool, shard: Option<Shard>) -> Result<Journal, CheckpointError> {
-        let dir = Self::dir_of(out, shard);
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CheckpointError::Io { path, source }
-        };
-        if fresh && dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-        }
-        std::fs::create_dir_all(dir.join("cases")).map_err(io(&dir))?;
-        let now = Fingerprint::of(p);
-        let run = dir.join("run.json");
-        match std::fs::read(&run).ok().and_then(|b| serde_json::from_slice::<Fingerprint>(&b).ok()) {
-            Some(before) if before != now => {
-                let what = if before.slabflow != now.slabflow {
-                    format!("slabflow {} then, {} now", before.slabflow, now.slabflow)
-                } else if before.pipeline != now.pipeline {
-                    let old = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap_or_default();
-                    format!("the pipeline file changed: {}", describe_change(&old, &p.text))
-                } else {
-                    format!("input {} then, {} now", before.input.display(), now.input.display())
-                };
-                return Err(CheckpointError::Changed { dir: out.to_owned(), what, saved: dir.join("pipeline.toml") });
-            }
-            Some(_) => {}
-            None => {
-                write_atomic(&dir.join("pipeline.toml"), p.text.as_bytes()).map_err(io(&dir))?;
-                let bytes = serde_json::to_vec_pretty(&now).expect("serialisable");
-                write_atomic(&run, &bytes).map_err(io(&run))?;
-            }
-        }
-        Ok(Journal { dir })
-    }
-
-    /// Records which cases a shard was given (for merge to check it finished them).
-    pub fn set_shard_cases(&self, shard: Shard, cases: Vec<String>) -> Result<(), CheckpointError> {
-        let path = self.dir.join("cases.json");
-        let bytes = serde_json::to_vec(&ShardCases { shard, cases }).expect("serialisable");
-        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })
-    }
-
-    /// Every readable case record, by case id.
+    /// Every readable record of this run, by case id.
     pub fn records(&self) -> BTreeMap<String, CaseRecord> {
         let mut out = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir(self.dir.join("cases")) else { return out };
@@ -154,6 +341,7 @@ impl Journal {
             let path = e.path();
             if path.extension().is_some_and(|x| x == "json")
                 && let Some(r) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<CaseRecord>(&b).ok())
+                && r.run == self.run_id
             {
                 out.insert(r.case_id.clone(), r);
             }
@@ -161,14 +349,15 @@ impl Journal {
         out
     }
 
-    /// Records a case as finished, after flushing its data (`case_dir`) to disk.
-    pub fn record(&self, rec: &CaseRecord, case_dir: &Path) -> Result<(), CheckpointError> {
-        let path = self.dir.join("cases").join(format!("{}.json", rec.case_id));
-        if case_dir.exists() {
-            sync_filesystem(case_dir).map_err(|source| CheckpointError::Io { path: case_dir.to_owned(), source })?;
+    /// Records how a case ended; for a finished one, after making its data durable (`sync`).
+    pub fn record(&self, rec: &CaseRecord, sync: Option<&CaseSync>) -> Result<(), CheckpointError> {
+        if let Some(s) = sync {
+            s.sync().map_err(|(path, source)| CheckpointError::Io { path, source })?;
         }
-        let bytes = serde_json::to_vec(rec).expect("serialisable");
-        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })?;
+        let path = self.dir.join("cases").join(format!("{}.json", rec.case_id));
+        let rec = CaseRecord { run: self.run_id.clone(), ..rec.clone() };
+        let bytes = serde_json::to_vec(&rec).expect("serialisable");
+        write_atomic(&path, &bytes).map_err(io_err(&path))?;
         self.clear_slab(&rec.case_id)
     }
 
@@ -176,20 +365,21 @@ impl Journal {
         self.dir.join("cases").join(format!("{case_id}.slab"))
     }
 
-    /// The slab checkpoint of `case_id`, if one was written and reads whole.
+    /// The slab checkpoint of `case_id`, if one was written by this run and reads whole.
     pub fn load_slab(&self, case_id: &str) -> Option<SlabCheckpoint> {
         let bytes = std::fs::read(self.slab_path(case_id)).ok()?;
         postcard::from_bytes::<SlabCheckpoint>(&bytes)
             .ok()
-            .filter(|c| c.format == SlabCheckpoint::FORMAT && c.case_id == case_id)
+            .filter(|c| c.format == SlabCheckpoint::FORMAT && c.case_id == case_id && c.run == self.run_id)
     }
 
-    /// Saves a slab checkpoint, after flushing the case's data written so far (`case_dir`).
-    pub fn save_slab(&self, cp: &SlabCheckpoint, case_dir: &Path) -> Result<(), CheckpointError> {
-        sync_filesystem(case_dir).map_err(|source| CheckpointError::Io { path: case_dir.to_owned(), source })?;
+    /// Saves a slab checkpoint, after making the case's data written so far durable.
+    pub fn save_slab(&self, cp: &SlabCheckpoint, sync: &CaseSync) -> Result<(), CheckpointError> {
+        sync.sync().map_err(|(path, source)| CheckpointError::Io { path, source })?;
         let path = self.slab_path(&cp.case_id);
-        let bytes = postcard::to_stdvec(cp).expect("serialisable");
-        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })
+        let cp = SlabCheckpoint { run: self.run_id.clone(), ..cp.clone() };
+        let bytes = postcard::to_stdvec(&cp).expect("serialisable");
+        write_atomic(&path, &bytes).map_err(io_err(&path))
     }
 
     /// Forgets the slab checkpoint of `case_id` (none is fine).
@@ -199,6 +389,19 @@ impl Journal {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Io { path, source: e }),
             _ => Ok(()),
         }
+    }
+
+    /// Slab checkpoints of cases without a record: (case id, next slice, slices).
+    fn partial(&self, records: &BTreeMap<String, CaseRecord>) -> Vec<(String, usize, usize)> {
+        let entries = std::fs::read_dir(self.dir.join("cases")).into_iter().flatten().flatten();
+        entries
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let id = name.strip_suffix(".slab")?;
+                let cp = self.load_slab(id)?;
+                (!records.contains_key(id)).then_some((cp.case_id, cp.z, cp.nz))
+            })
+            .collect()
     }
 }
 
@@ -224,6 +427,8 @@ impl InputStamp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlabCheckpoint {
     pub format: u32,
+    /// The manifest's `run_id` (set by [`Journal::save_slab`]).
+    pub run: String,
     pub case_id: String,
     pub inputs: Vec<InputStamp>,
     /// The next slice to read, and the case's number of slices.
@@ -236,7 +441,7 @@ pub struct SlabCheckpoint {
 }
 
 impl SlabCheckpoint {
-    pub const FORMAT: u32 = 1;
+    pub const FORMAT: u32 = 2;
 }
 
 /// What `slabflow status` reports.
@@ -264,41 +469,23 @@ pub struct ShardStatus {
     pub failed: usize,
 }
 
-/// Reads the journal of `out` without touching it (no lock needed).
-pub fn status(out: &Path) -> Result<Status, CheckpointError> {
-    // A single-node run's journal, and the shards' of a sharded one.
-    let top = out.join(Journal::DIR);
-    let mut journals: Vec<(Option<Shard>, PathBuf)> = Vec::new();
-    if top.join("run.json").is_file() {
-        journals.push((None, top.clone()));
+/// Reads the journal of `out` without touching it (no lock needed). `discover` lists the case
+/// ids the saved pipeline finds in the corpus now (`None` if it cannot be read).
+pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> Result<Status, CheckpointError> {
+    let Some(m) = Manifest::read(out)? else { return Err(CheckpointError::NoJournal(out.to_owned())) };
+    let mut journals: Vec<(Option<Shard>, Vec<String>, PathBuf)> = Vec::new();
+    match &m.split {
+        None => journals.push((None, Vec::new(), Journal::dir_of(out, None))),
+        Some(split) => {
+            for k in 0..split.shards {
+                let s = Shard { index: k, count: split.shards };
+                journals.push((Some(s), split.of_shard(k), Journal::dir_of(out, Some(s))));
+            }
+        }
     }
-    let mut shard_dirs: Vec<(Shard, PathBuf)> = std::fs::read_dir(top.join("shards"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("run.json").is_file())
-        .filter_map(|e| Some((Shard::from_dir_name(&e.file_name().to_string_lossy())?, e.path())))
-        .collect();
-    shard_dirs.sort_by_key(|(s, _)| (s.count, s.index));
-    journals.extend(shard_dirs.into_iter().map(|(s, d)| (Some(s), d)));
-    let Some((_, first)) = journals.first() else { return Err(CheckpointError::NoJournal(out.to_owned())) };
-    let fingerprint: Fingerprint = std::fs::read(first.join("run.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| CheckpointError::NoJournal(out.to_owned()))?;
-    let pipeline_file = first.join("pipeline.toml");
-    let overrides = crate::pipeline::Overrides {
-        input: Some(fingerprint.input.clone()),
-        output: Some(out.to_owned()),
-        memory_limit: None,
-    };
-    let discovered = crate::pipeline::Pipeline::load(&pipeline_file, &overrides)
-        .ok()
-        .and_then(|p| crate::input::discover(&p).ok())
-        .map(|cases| cases.len());
     let (mut done, mut failed, mut partial, mut shards) = (0, Vec::new(), Vec::new(), Vec::new());
-    for (shard, dir) in &journals {
-        let journal = Journal::at(dir.clone());
+    for (shard, assigned, dir) in journals {
+        let journal = Journal::at(dir, &m.run_id);
         let records = journal.records();
         let d = records.values().filter(|r| matches!(r.outcome, Outcome::Done { .. })).count();
         let f: Vec<(String, String)> = records
@@ -308,25 +495,25 @@ pub fn status(out: &Path) -> Result<Status, CheckpointError> {
                 _ => None,
             })
             .collect();
-        partial.extend(std::fs::read_dir(dir.join("cases")).into_iter().flatten().flatten().filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let id = name.strip_suffix(".slab")?;
-            let cp = journal.load_slab(id)?;
-            (!records.contains_key(id)).then_some((cp.case_id, cp.z, cp.nz))
-        }));
+        partial.extend(journal.partial(&records));
         if let Some(s) = shard {
-            let assigned = std::fs::read(dir.join("cases.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ShardCases>(&b).ok())
-                .map_or(0, |c| c.cases.len());
-            shards.push(ShardStatus { shard: *s, assigned, done: d, failed: f.len() });
+            shards.push(ShardStatus { shard: s, assigned: assigned.len(), done: d, failed: f.len() });
         }
         done += d;
         failed.extend(f);
     }
     partial.sort();
     failed.sort();
-    Ok(Status { fingerprint, pipeline_file, discovered, done, failed, partial, shards })
+    let discovered = discover(&m);
+    Ok(Status {
+        fingerprint: m.fingerprint,
+        pipeline_file: out.join(Journal::DIR).join("pipeline.toml"),
+        discovered,
+        done,
+        failed,
+        partial,
+        shards,
+    })
 }
 
 /// A one-line summary of how `new` differs from `old` (lines removed and added).
@@ -344,30 +531,6 @@ fn describe_change(old: &str, new: &str) -> String {
     }
 }
 
-/// temp file + fsync + rename (+ fsync of the directory): a reader sees the old file or the
-/// new one, never half of one, even after a power loss.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Flushes every dirty page of the filesystem holding `path` (Linux `syncfs`): one call makes
-/// a whole case's Zarr chunks durable, instead of an fsync per chunk file.
-fn sync_filesystem(path: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = File::open(path)?;
-    // SAFETY: a valid, open file descriptor for the duration of the call.
-    let r = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +539,47 @@ mod tests {
     fn describes_a_changed_line() {
         let d = describe_change("a = 1\nbudget = 0.05\n", "a = 1\nbudget = 0.1\n");
         assert_eq!(d, "`budget = 0.05` became `budget = 0.1`");
+    }
+
+    #[test]
+    fn the_manifest_is_created_once_and_conflicts_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        let split = |cases: &[&str]| Some(Split { shards: 2, cases: cases.iter().map(|s| s.to_string()).collect() });
+        let a = Manifest::new("x = 1\n", out, split(&["A", "B", "C"]));
+        assert_eq!(a.publish(out).unwrap(), None);
+        let b = Manifest::new("x = 1\n", out, split(&["A", "B", "C"]));
+        assert_eq!(b.publish(out).unwrap(), Some(a.clone()), "the first one stays");
+        assert!(a.conflict(&b, out).is_none(), "same pipeline, split and cases");
+        let c = Manifest::new("x = 1\n", out, split(&["A", "B", "C", "D"]));
+        let e = a.conflict(&c, out).unwrap().to_string();
+        assert!(e.contains("1 case added (D)"), "{e}");
+        let d = Manifest::new("x = 2\n", out, split(&["A", "B", "C"]));
+        assert!(a.conflict(&d, out).unwrap().to_string().contains("`x = 1` became `x = 2`"));
+        let single = Manifest::new("x = 1\n", out, None);
+        assert!(a.conflict(&single, out).unwrap().to_string().contains("split in 2 shards"));
+        std::fs::write(Manifest::path(out), b"{ torn").unwrap();
+        assert!(matches!(Manifest::read(out), Err(CheckpointError::Unreadable { .. })));
+    }
+
+    #[test]
+    fn void_then_bury() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join(".slabflow");
+        let j = Journal::open(dir.clone(), "r1").unwrap();
+        let rec = CaseRecord {
+            case_id: "A".into(),
+            dataset: String::new(),
+            run: String::new(),
+            outcome: Outcome::Failed { error: "x".into() },
+        };
+        j.record(&rec, None).unwrap();
+        assert_eq!(j.records().len(), 1);
+        assert!(Journal::at(dir.clone(), "r2").records().is_empty(), "another run's records are not ours");
+        Journal::void(&dir).unwrap();
+        assert!(!dir.exists() && Journal::tombstone_of(&dir).is_dir());
+        assert!(j.records().is_empty(), "voided at once");
+        Journal::bury(&dir).unwrap();
+        assert!(!Journal::tombstone_of(&dir).exists());
     }
 }

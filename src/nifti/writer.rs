@@ -2,6 +2,10 @@
 //!
 //! Used by `synth` (corpora of any size without holding a volume) and by exports. Always
 //! little-endian with the data at byte 352.
+//!
+//! Invariant: the file appears at its path only whole and durable — it is written to a hidden
+//! temp file beside it (`checkpoint::durable::temp_path`), fsynced and renamed by
+//! [`VolumeWriter::finish`]; a writer dropped unfinished removes its temp file.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,7 +23,8 @@ enum Sink {
 
 pub struct VolumeWriter {
     path: PathBuf,
-    sink: Sink,
+    tmp: PathBuf,
+    sink: Option<Sink>,
     slice_bytes: usize,
     slices_left: usize,
 }
@@ -40,14 +45,15 @@ impl VolumeWriter {
         let mut h = header.clone();
         h.version = Version::Nifti1;
         h.vox_offset = 352;
-        let file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| NiftiError::Io(e).at(path))?);
+        let tmp = crate::checkpoint::durable::temp_path(path);
+        let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| NiftiError::Io(e).at(path))?);
         let mut sink = if path.extension().is_some_and(|e| e == "gz") {
             Sink::Gzip(Box::new(GzEncoder::new(file, Compression::new(level))))
         } else {
             Sink::Plain(file)
         };
         write(&mut sink, &Self::header_bytes(header)).map_err(|e| e.at(path))?;
-        Ok(VolumeWriter { path: path.to_owned(), sink, slice_bytes: h.slice_bytes(), slices_left: h.shape()[2] })
+        Ok(VolumeWriter { path: path.to_owned(), tmp, sink: Some(sink), slice_bytes: h.slice_bytes(), slices_left: h.shape()[2] })
     }
 
     /// Appends one z-slice of little-endian bytes (`nx * ny * size`).
@@ -55,16 +61,30 @@ impl VolumeWriter {
         assert_eq!(bytes.len(), self.slice_bytes, "slice of the wrong size");
         assert!(self.slices_left > 0, "more slices than the header says");
         self.slices_left -= 1;
-        write(&mut self.sink, bytes).map_err(|e| e.at(&self.path))
+        write(self.sink.as_mut().expect("not finished"), bytes).map_err(|e| e.at(&self.path))
     }
 
-    pub fn finish(self) -> Result<(), NiftiError> {
+    /// Completes the file: flushed, fsynced, then renamed into place (and the rename made
+    /// durable).
+    pub fn finish(mut self) -> Result<(), NiftiError> {
         assert_eq!(self.slices_left, 0, "{}: fewer slices than the header says", self.path.display());
-        let r = match self.sink {
-            Sink::Plain(mut f) => f.flush(),
-            Sink::Gzip(g) => g.finish().and_then(|mut f| f.flush()),
+        let file = match self.sink.take().expect("finished once") {
+            Sink::Plain(f) => f.into_inner().map_err(|e| e.into_error()),
+            Sink::Gzip(g) => g.finish().and_then(|f| f.into_inner().map_err(|e| e.into_error())),
         };
-        r.map_err(|e| NiftiError::Io(e).at(&self.path))
+        let published = file
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::rename(&self.tmp, &self.path))
+            .and_then(|_| crate::checkpoint::durable::sync_parent(&self.path));
+        published.map_err(|e| NiftiError::Io(e).at(&self.path))
+    }
+}
+
+impl Drop for VolumeWriter {
+    fn drop(&mut self) {
+        if self.sink.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crossbeam_channel::{Sender, bounded};
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::checkpoint::durable::CaseSync;
 use crate::checkpoint::{InputStamp, Journal, SlabCheckpoint};
 use crate::input::{Case, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
@@ -254,7 +255,8 @@ fn resumable(
 
 /// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages, from its slab
 /// checkpoint if it has one, writing new ones every `[runtime] checkpoint_secs`.
-pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
+/// `sync` makes what the case wrote durable before a slab checkpoint names it.
+pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -> Result<CaseEnd, String> {
     let (vols, readers) = open_case(case, p)?;
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
@@ -412,6 +414,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
                     }
                     let cp = SlabCheckpoint {
                         format: SlabCheckpoint::FORMAT,
+                        run: String::new(), // set by the journal
                         case_id: case.id.clone(),
                         inputs: stamps.clone(),
                         z,
@@ -420,7 +423,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd,
                         bytes: report.bytes,
                         stages: stages.iter().map(|s| s.save()).collect(),
                     };
-                    if let Err(e) = env.journal.save_slab(&cp, store.dir()) {
+                    if let Err(e) = env.journal.save_slab(&cp, sync) {
                         failed.lock().unwrap().get_or_insert(e.to_string());
                         break;
                     }

@@ -1,6 +1,7 @@
 //! Pipelines: configuration (`config`), the memory budget (`budget`), one case's slab stream
-//! (`case`), the corpus runner (`run`), the CSV outputs (`report`), and shards of a corpus
-//! with their merge (`shard`).
+//! (`case`), taking an output directory (`start`: lock, manifest, starting over), the corpus
+//! runner (`run`), the CSV outputs (`report`), and shards of a corpus with their merge
+//! (`shard`).
 
 pub mod budget;
 pub mod case;
@@ -9,6 +10,7 @@ pub mod html;
 pub mod report;
 pub mod run;
 pub mod shard;
+pub mod start;
 
 pub use config::{ConfigError, Overrides, Pipeline};
 pub use run::{RunError, RunOptions, RunSummary, run};

@@ -8,7 +8,8 @@
 
 use std::path::Path;
 
-use crate::checkpoint::{CaseRecord, Outcome, write_atomic};
+use crate::checkpoint::durable::write_atomic;
+use crate::checkpoint::{CaseRecord, Outcome};
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;
 use crate::stages::metrics::model_pairs;

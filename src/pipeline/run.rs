@@ -2,25 +2,27 @@
 //! cases on worker threads, write the tables, summarise.
 //!
 //! Invariants: a configuration or planning error writes nothing; a case's failure is recorded
-//! and never stops the others; one live run per output directory, or one live run per shard of
-//! it (OS file locks, released when the process dies, so a killed run never leaves them stuck).
+//! and never stops the others, and leaves none of its data; one live run per output directory,
+//! or one live run per shard of it ([`crate::checkpoint::lock`], taken by [`super::start`]).
 
-use std::fs::File;
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CaseRecord, CheckpointError, Journal, Outcome};
+use crate::checkpoint::durable::{CaseSync, create_dir_durable, remove_path};
+use crate::checkpoint::lock::LockError;
+use crate::checkpoint::{CaseRecord, CheckpointError, Outcome};
 use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::{MemoryBudget, MemoryWatch, Overshoot};
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
 use crate::pipeline::report;
 use crate::pipeline::shard::Shard;
+use crate::pipeline::start::{self, case_outputs};
 use crate::stages::CaseResult;
 use crate::stages::rank::RankRow;
 
@@ -28,10 +30,8 @@ use crate::stages::rank::RankRow;
 pub enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error(
-        "output directory {dir} is in use by another slabflow run (lock {lock}); wait for it or use another --output"
-    )]
-    Locked { dir: PathBuf, lock: PathBuf },
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error("{0}")]
     Plan(String),
     #[error(transparent)]
@@ -122,10 +122,11 @@ impl RunSummary {
 /// Runs `p` over its corpus.
 pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let mut cases = input::discover(p)?;
-    if let Some(s) = opts.shard {
-        cases = s.select(cases);
-    }
+    let all = input::discover(p)?;
+    let cases: Vec<Case> = match opts.shard {
+        Some(s) => s.select(all.clone()),
+        None => all.clone(),
+    };
     let budget = MemoryBudget::new(p.memory_limit);
 
     // Plan from the headers of the first case that opens, before anything is written. If
@@ -163,19 +164,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     );
 
     let out = &p.output.dir;
-    std::fs::create_dir_all(out).map_err(|source| RunError::Io { path: out.clone(), source })?;
-    // Shards of one output share it (each locks its own journal); a single-node run or a
-    // merge has it alone.
-    let _lock = lock_output(out, opts.shard.is_some())?;
-    let _shard_lock = opts.shard.map(|s| lock_shard(out, s)).transpose()?;
-    if opts.fresh {
-        discard_outputs(out, opts.shard.map(|_| cases.as_slice()))?;
+    // Held until the run returns.
+    let start::Started { lock: _lock, journal, cases, .. } = start::start(p, opts.fresh, opts.shard, all)?;
+    let case_root = out.join("cases");
+    create_dir_durable(&case_root).map_err(|source| RunError::Io { path: case_root.clone(), source })?;
+    if exports_release(p) {
+        let release = out.join("release");
+        create_dir_durable(&release).map_err(|source| RunError::Io { path: release.clone(), source })?;
     }
-    let journal = Journal::open(out, p, opts.fresh, opts.shard)?;
-    if let Some(s) = opts.shard {
-        journal.set_shard_cases(s, cases.iter().map(|c| c.id.clone()).collect())?;
-    }
-    std::fs::create_dir_all(out.join("cases")).map_err(|source| RunError::Io { path: out.clone(), source })?;
     let mut records = journal.records();
     let todo: Vec<&Case> = cases
         .iter()
@@ -210,7 +206,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(c) = todo.get(i) else { break };
                     let t = Instant::now();
-                    let r = match run_case(c, p, &env) {
+                    // Opened before the case's first write: its syncfs sees every writeback
+                    // error since (checkpoint::durable).
+                    let sync = CaseSync::open(&[&out.join("cases"), &out.join("release")]);
+                    let r = match sync.as_ref().map_err(|e| format!("opening {}: {e}", out.display())) {
+                        Err(e) => Err(e),
+                        Ok(sync) => run_case(c, p, &env, sync),
+                    };
+                    let r = match r {
                         Ok(CaseEnd::Done(rep, res)) => Ok((rep, res)),
                         Ok(CaseEnd::Paused { z, nz }) => {
                             // Saved at a slab boundary; the next run goes on from there.
@@ -220,14 +223,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         }
                         Err(e) => Err(e),
                     };
-                    let case_dir = out.join("cases").join(format!("{}.zarr", c.id));
                     if r.is_err() {
                         // A failed case leaves no half-written data (and frees its space: a
                         // full disk fails that case, not the ones after it); its slab
                         // checkpoint goes first, so none ever points at removed data.
                         let _ = journal.clear_slab(&c.id);
-                        let _ = std::fs::remove_dir_all(&case_dir);
-                        let _ = std::fs::remove_dir_all(crate::stages::assemble::partial_export(out, &c.id));
+                        for path in case_outputs(out, &c.id) {
+                            let _ = remove_path(&path);
+                        }
                     }
                     let outcome = match &r {
                         Ok((rep, res)) => {
@@ -236,9 +239,11 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         }
                         Err(e) => Outcome::Failed { error: e.clone() },
                     };
-                    let mut rec = CaseRecord { case_id: c.id.clone(), dataset: c.dataset.clone(), outcome };
+                    let mut rec =
+                        CaseRecord { case_id: c.id.clone(), dataset: c.dataset.clone(), run: String::new(), outcome };
                     // A case counts as finished only once its record is durable.
-                    let r = match journal.record(&rec, &case_dir) {
+                    let synced = if r.is_ok() { sync.as_ref().ok() } else { None };
+                    let r = match journal.record(&rec, synced) {
                         Ok(()) => r,
                         Err(e) => {
                             rec.outcome = Outcome::Failed { error: e.to_string() };
@@ -286,46 +291,6 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         interrupted,
         shard: opts.shard,
     })
-}
-
-/// `--fresh`: removes what earlier runs left in `out` (only slabflow's own files); for a shard,
-/// only its own cases' groups.
-fn discard_outputs(out: &Path, shard_cases: Option<&[Case]>) -> Result<(), RunError> {
-    if let Some(cases) = shard_cases {
-        for c in cases {
-            for path in [
-                out.join("cases").join(format!("{}.zarr", c.id)),
-                out.join("release").join(&c.id),
-                crate::stages::assemble::partial_export(out, &c.id),
-            ] {
-                match std::fs::remove_dir_all(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RunError::Io { path, source: e }),
-                    _ => {}
-                }
-            }
-        }
-        return Ok(());
-    }
-    for name in [
-        "cases",
-        "release",
-        "failures.csv",
-        "metrics.csv",
-        "ranking.csv",
-        "assembly.csv",
-        "evaluation.csv",
-        "evaluation_summary.csv",
-        "review",
-        "worklist.csv",
-    ] {
-        let path = out.join(name);
-        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        match r {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RunError::Io { path, source: e }),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 type CaseOutcome = Result<(CaseReport, CaseResult), String>;
@@ -417,50 +382,15 @@ impl Progress {
     }
 }
 
-fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv) -> Result<CaseEnd, String> {
+/// Whether the pipeline exports the release layout (`assemble` with `export_nifti`).
+fn exports_release(p: &Pipeline) -> bool {
+    p.stages.iter().any(|s| matches!(s, crate::stages::StageConfig::Assemble(a) if a.export_nifti))
+}
+
+fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -> Result<CaseEnd, String> {
     // A panic in one case (a bug) must not take the corpus down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env))).unwrap_or_else(|e| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env, sync))).unwrap_or_else(|e| {
         let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
         Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
     })
-}
-
-/// Locks the output directory: shared by the shards of one run, exclusive for a single-node run
-/// or a merge. An OS file lock, released when the process dies, so a killed run never leaves
-/// it stuck.
-pub(crate) fn lock_output(dir: &Path, shared: bool) -> Result<File, RunError> {
-    let path = dir.join(".slabflow.lock");
-    let file = lock_file(&path)?;
-    match if shared { file.try_lock_shared() } else { file.try_lock() } {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Locked { dir: dir.to_owned(), lock: path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
-    }
-}
-
-/// The file a lock is taken on (created, never truncated).
-fn lock_file(path: &Path) -> Result<File, RunError> {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|source| RunError::Io { path: path.to_owned(), source })
-}
-
-/// One shard runs once at a time.
-fn lock_shard(out: &Path, shard: Shard) -> Result<File, RunError> {
-    let dir = out.join(Journal::DIR).join("shards");
-    std::fs::create_dir_all(&dir).map_err(|source| RunError::Io { path: dir.clone(), source })?;
-    let path = dir.join(format!("{}.lock", shard.dir_name()));
-    let file = lock_file(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Plan(format!(
-            "shard {shard} is already running in {} (lock {}); wait for it",
-            out.display(),
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(source)) => Err(RunError::Io { path, source }),
-    }
 }

@@ -17,7 +17,10 @@
 //! - exports are streamed: each slab is appended to each file as its own gzip member (a valid
 //!   multi-member `.nii.gz`), into `release/<case>.partial/`, renamed to `release/<case>/`
 //!   when the case ends; a slab checkpoint keeps the files' lengths, and a resumed case cuts
-//!   them back to those lengths, so the bytes equal an uninterrupted run's.
+//!   them back to those lengths, so the bytes equal an uninterrupted run's. The rename
+//!   publishes the files but not the case (its journal record does): a case resumed after
+//!   a crash between the two takes its files back from `release/<case>/` (only this case
+//!   ever renames into it) and goes on from its checkpoint.
 
 use std::fs::File;
 use std::io::Write;
@@ -211,6 +214,10 @@ impl Exports {
 
     /// The files as a slab checkpoint left them.
     fn reopen(&mut self, lengths: Vec<u64>) -> std::io::Result<()> {
+        if !self.partial.exists() && self.done.exists() {
+            // Renamed by a run that stopped before its record: not published yet.
+            std::fs::rename(&self.done, &self.partial)?;
+        }
         self.files.clear();
         for (path, &len) in self.paths.iter().zip(&lengths) {
             let f = File::options().append(true).open(path)?;

@@ -12,7 +12,9 @@
 //! look at (those with attention, most first, at most `classes_per_case`).
 //!
 //! Invariants: everything is read back from the case's own Zarr group chunk by chunk (memory:
-//! a few slabs, never a volume); the consensus is the same function as the other stages'.
+//! a few slabs, never a volume); the consensus is the same function as the other stages'; each
+//! file appears whole and durable (written beside and renamed), and `worklist.csv`, which names
+//! them, is written after them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -89,7 +91,9 @@ fn export_case(p: &Pipeline, out: &Path, case: &str) -> Result<(), String> {
     let group = out.join("cases").join(format!("{case}.zarr"));
     let store = Arc::new(FilesystemStore::new(&group).map_err(|e| format!("{}: {e}", group.display()))?);
     let dir = out.join("review").join(case);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::checkpoint::durable::create_dir_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // What a killed export left (files appear only whole: nifti::VolumeWriter).
+    crate::checkpoint::durable::sweep_temp_files(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ct = header(&store, "ct")?;
     let [nx, ny, nz] = ct.shape();
     let nxy = nx * ny;

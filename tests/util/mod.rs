@@ -137,3 +137,23 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// `tests/faults/shim.c` built as an LD_PRELOAD library (once per test binary), with the C
+/// compiler Rust links with: kills a run, fails a call, or stops a run at its Nth file
+/// change, or takes its OS locks away.
+pub fn fault_shim() -> &'static Path {
+    static SHIM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/shim.c");
+        let lib = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("slabflow-fault-shim-{}.so", std::process::id()));
+        let o = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .arg("-ldl")
+            .output()
+            .expect("running the C compiler (cc) to build tests/faults/shim.c");
+        assert!(o.status.success(), "building the fault shim: {}", stderr(&o));
+        lib
+    })
+}

@@ -1,0 +1,211 @@
+//! Starting a run, a shard or a merge on an output directory: its lock, its manifest, and
+//! starting over (`--fresh`), by the rule of [`crate::checkpoint`].
+//!
+//! Invariants:
+//! - nothing is deleted while a record names it: starting over voids the journal in one durable
+//!   rename, deletes slabflow's outputs, then removes the tombstone; a run that finds a
+//!   tombstone finishes that discard before anything else, `--fresh` or not;
+//! - the whole output starts over only under the exclusive hold (no shard, run or merge alive);
+//!   a shard's `--fresh` discards only its own cases when the output's manifest agrees with it,
+//!   and the whole output (the same way) when it does not — the conflict is what it clears;
+//! - the top-level tables summarise every case, so whatever discards a case's data removes them
+//!   too (a merge or run writes them again);
+//! - [`OUTPUTS`] and [`case_outputs`] are every path slabflow writes in an output: what
+//!   starting over deletes, and nothing else.
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::durable::{create_dir_durable, remove_path, sweep_temp_files, sync_dir};
+use crate::checkpoint::lock::{self, Hold, LockError, OutputLock};
+use crate::checkpoint::{CheckpointError, Journal, Manifest, Shard, Split};
+use crate::input::Case;
+use crate::pipeline::config::Pipeline;
+use crate::pipeline::run::RunError;
+
+/// What slabflow writes at the top of an output, besides its journal and lock: the case
+/// groups, release and review exports, and the tables.
+pub const OUTPUTS: &[&str] = &["cases", "release", "review", "report.html"];
+
+/// The tables a run or merge writes from the journal.
+pub const TABLES: &[&str] = &[
+    "failures.csv",
+    "metrics.csv",
+    "ranking.csv",
+    "assembly.csv",
+    "evaluation.csv",
+    "evaluation_summary.csv",
+    "worklist.csv",
+];
+
+/// Every path one case's data lives under: its Zarr group, its release export, and that
+/// export while it is written.
+pub fn case_outputs(out: &Path, case_id: &str) -> [PathBuf; 3] {
+    [
+        out.join("cases").join(format!("{case_id}.zarr")),
+        out.join("release").join(case_id),
+        crate::stages::assemble::partial_export(out, case_id),
+    ]
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + use<> {
+    let path = path.to_owned();
+    move |source| RunError::Io { path, source }
+}
+
+/// Removes the tables (a discard makes them stale).
+fn remove_tables(out: &Path) -> Result<(), RunError> {
+    for name in TABLES {
+        let path = out.join(name);
+        remove_path(&path).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// Starts the whole output over (under the exclusive hold): void, delete, bury.
+fn discard_all(out: &Path, _held: &OutputLock) -> Result<(), RunError> {
+    debug_assert_eq!(_held.hold, Hold::Exclusive);
+    let dir = out.join(Journal::DIR);
+    Journal::void(&dir)?;
+    tracing::info!(output = %out.display(), "Starting over: discarding earlier results.");
+    remove_tables(out)?;
+    for name in OUTPUTS {
+        let path = out.join(name);
+        remove_path(&path).map_err(io(&path))?;
+    }
+    Journal::bury(&dir)?;
+    sync_dir(out).map_err(io(out))
+}
+
+/// Starts one shard over (under its hold): void its journal, delete its cases' data.
+fn discard_shard(out: &Path, dir: &Path, cases: &[String]) -> Result<(), RunError> {
+    Journal::void(dir)?;
+    remove_tables(out)?;
+    for id in cases {
+        for path in case_outputs(out, id) {
+            remove_path(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(Journal::bury(dir)?)
+}
+
+/// A run that may write: its hold, its journal, and its cases.
+pub struct Started {
+    pub lock: OutputLock,
+    pub manifest: Manifest,
+    pub journal: Journal,
+    pub cases: Vec<Case>,
+}
+
+/// Why `want` cannot run in `out` as it stands (`None`: it can; an unreadable manifest is a
+/// conflict).
+fn blocker(out: &Path, want: &Manifest) -> Option<CheckpointError> {
+    match Manifest::read(out) {
+        Err(e) => Some(e),
+        Ok(Some(m)) => m.conflict(want, out),
+        Ok(None) => None,
+    }
+}
+
+/// Takes the output for a run of `p` over `cases` (all discovered, sorted by id), or one
+/// shard of it; with `fresh`, starts over what it must.
+pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) -> Result<Started, RunError> {
+    let out = &p.output.dir;
+    create_dir_durable(out).map_err(io(out))?;
+    let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+    let want = Manifest::new(&p.text, &p.input.root, shard.map(|s| Split { shards: s.count, cases: ids }));
+    let hold = shard.map_or(Hold::Exclusive, Hold::Shard);
+    let tombstone = Journal::tombstone_of(&out.join(Journal::DIR));
+    let mut started_over = false;
+    for _ in 0..4 {
+        let held = lock::lock(out, hold)?;
+        let pending = tombstone.exists();
+        let conflict = blocker(out, &want);
+        if pending || (fresh && !started_over && (shard.is_none() || conflict.is_some())) {
+            if hold == Hold::Exclusive {
+                discard_all(out, &held)?;
+            } else {
+                // A shard needs every other run gone to start the output over.
+                drop(held);
+                match lock::lock(out, Hold::Exclusive) {
+                    Ok(x) => {
+                        if tombstone.exists() || blocker(out, &want).is_some() {
+                            discard_all(out, &x)?;
+                        }
+                    }
+                    Err(LockError::Busy { holder, .. }) => {
+                        let why = match conflict {
+                            Some(c) => c.to_string(),
+                            None => "an earlier --fresh was interrupted".into(),
+                        };
+                        return Err(RunError::Plan(format!(
+                            "{why}\n  Cannot start {} over while another run uses it ({holder}); wait for it to end.",
+                            out.display()
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            started_over = true;
+            continue;
+        }
+        if let Some(c) = conflict {
+            return Err(c.into());
+        }
+        let manifest = match want.publish(out)? {
+            None => want.clone(),
+            Some(there) => match there.conflict(&want, out) {
+                None => there,
+                Some(c) if fresh && !started_over => {
+                    tracing::debug!("{c}");
+                    continue; // raced with another run's start: settle it under the lock
+                }
+                Some(c) => return Err(c.into()),
+            },
+        };
+        let dir = Journal::dir_of(out, shard);
+        let mut mine = cases.clone();
+        if let Some(s) = shard {
+            let split = manifest.split.as_ref().expect("a shard's manifest has a split");
+            let ids = split.of_shard(s.index);
+            if Journal::tombstone_of(&dir).exists() || (fresh && !started_over) {
+                discard_shard(out, &dir, &ids)?;
+            }
+            mine = s.select(cases.clone());
+        }
+        let journal = Journal::open(dir, &manifest.run_id)?;
+        sweep_temp_files(out).map_err(io(out))?;
+        return Ok(Started { lock: held, manifest, journal, cases: mine });
+    }
+    Err(RunError::Plan(format!(
+        "{} keeps changing under this run (other runs starting over at the same time?); try again",
+        out.display()
+    )))
+}
+
+/// The exclusive hold for `slabflow merge`, with the manifest of the sharded run.
+pub fn start_merge(out: &Path) -> Result<(OutputLock, Manifest), RunError> {
+    let refuse = |msg: String| RunError::Plan(msg);
+    if !Manifest::path(out).is_file() {
+        return Err(refuse(format!("{} holds no sharded run (no {})", out.display(), Manifest::path(out).display())));
+    }
+    let held = lock::lock(out, Hold::Exclusive).map_err(|e| match e {
+        LockError::Busy { holder, .. } => refuse(format!(
+            "a slabflow run or shard is still running in {} ({holder}); merge when every shard has ended",
+            out.display()
+        )),
+        e => e.into(),
+    })?;
+    if Journal::tombstone_of(&out.join(Journal::DIR)).exists() {
+        return Err(refuse(format!(
+            "an earlier --fresh in {} was interrupted; run its shards again (they finish it), then merge",
+            out.display()
+        )));
+    }
+    let manifest = match Manifest::read(out)? {
+        Some(m) if m.split.is_some() => m,
+        Some(_) => return Err(refuse(format!("{} holds a single-node run, not a sharded one: nothing to merge", out.display()))),
+        None => return Err(refuse(format!("{} holds no sharded run (no {})", out.display(), Manifest::path(out).display()))),
+    };
+    sweep_temp_files(out).map_err(io(out))?;
+    Ok((held, manifest))
+}
