@@ -192,3 +192,44 @@ fn an_unreadable_manifest_is_refused_not_taken_for_absent() {
     assert!(run(&p, &corpus, &out, &["--fresh"]).status.success());
     assert!(status(&out).contains("1 discovered, 1 done"), "{}", status(&out));
 }
+
+#[test]
+fn a_run_whose_lease_was_taken_over_exits_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    // Enough work that the run is still going when its heartbeat finds the lease gone.
+    util::synth(&corpus, 3, [64, 64, 48]);
+    let p = pipeline(t.path(), "p.toml", "0.3");
+    let out = t.path().join("out");
+    // Frozen at its first sync (as by a long NFS outage), past a one-second expiry.
+    let run = Command::new(env!("CARGO_BIN_EXE_slabflow"))
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env("SLABFLOW_LEASE_SECS", "1")
+        .env("LD_PRELOAD", util::fault_shim())
+        .env("SLABFLOW_FAULT_CLASSES", "s")
+        .env("SLABFLOW_FAULT_AT", "8")
+        .env("SLABFLOW_FAULT_SIGNAL", "19")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
+            .unwrap_or(false)
+    };
+    let t0 = std::time::Instant::now();
+    while !state(run.id()) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the run never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Another node takes the expired lease over meanwhile.
+    std::thread::sleep(Duration::from_millis(1200));
+    foreign_lease(&out, "run.lease", "a single-node run", Duration::ZERO);
+    let _ = Command::new("kill").args(["-CONT", &run.id().to_string()]).status();
+    let end = run.wait_with_output().unwrap();
+    assert_eq!(end.status.code(), Some(75), "{}", util::stderr(&end));
+    assert!(util::stderr(&end).contains("taken over by another run"), "{}", util::stderr(&end));
+    assert!(!out.join("ranking.csv").exists(), "it wrote nothing more");
+}

@@ -472,7 +472,15 @@ pub struct ShardStatus {
 /// Reads the journal of `out` without touching it (no lock needed). `discover` lists the case
 /// ids the saved pipeline finds in the corpus now (`None` if it cannot be read).
 pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> Result<Status, CheckpointError> {
-    let Some(m) = Manifest::read(out)? else { return Err(CheckpointError::NoJournal(out.to_owned())) };
+    let Some(m) = Manifest::read(out)? else {
+        if Journal::tombstone_of(&out.join(Journal::DIR)).exists() {
+            return Err(CheckpointError::Conflict(format!(
+                "{}: a --fresh was interrupted while discarding earlier results; run again to finish it and start over",
+                out.display()
+            )));
+        }
+        return Err(CheckpointError::NoJournal(out.to_owned()));
+    };
     let mut journals: Vec<(Option<Shard>, Vec<String>, PathBuf)> = Vec::new();
     match &m.split {
         None => journals.push((None, Vec::new(), Journal::dir_of(out, None))),
