@@ -59,28 +59,7 @@ fn plain(args: &[String]) -> Output {
     util::bin().args(args).output().unwrap()
 }
 
-/// The corpus and pipeline every scenario runs: small, but with every kind of output —
-/// slab checkpoints at each slab, review exports, a release export.
-struct World {
-    _t: tempfile::TempDir,
-    dir: PathBuf,
-    corpus: PathBuf,
-    pipeline: PathBuf,
-    reference: BTreeMap<PathBuf, Vec<u8>>,
-}
-
-impl World {
-    fn new() -> World {
-        // On tmpfs where there is one: the faults are kills and failed calls, not power cuts,
-        // and syncfs on a disk would serialise the scenarios (and flush whatever else the
-        // machine has dirty) hundreds of times.
-        let shm = Path::new("/dev/shm");
-        let t = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
-        let t = t.or_else(|_| tempfile::tempdir()).unwrap();
-        let dir = t.path().to_path_buf();
-        let corpus = dir.join("corpus");
-        util::synth(&corpus, 3, [16, 16, 12]);
-        let text = r#"version = 1
+const TEXT: &str = r#"version = 1
 [input]
 root = "corpus"
 ct = "{case}/ct.nii.gz"
@@ -110,14 +89,47 @@ kind = "review"
 kind = "assemble"
 export_nifti = true
 "#;
+
+/// The corpus and pipeline every scenario runs: small, but with every kind of output —
+/// slab checkpoints at each slab, review exports, a release export.
+struct World {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    corpus: PathBuf,
+    pipeline: PathBuf,
+    reference: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+impl World {
+    fn new() -> World {
+        World::with(true)
+    }
+
+    /// The pipeline's text, with or without the release export.
+    fn text(export: bool) -> String {
+        TEXT.replace("export_nifti = true", &format!("export_nifti = {export}"))
+    }
+
+    fn with(export: bool) -> World {
+        // On tmpfs where there is one: the faults are kills and failed calls, not power cuts,
+        // and syncfs on a disk would serialise the scenarios (and flush whatever else the
+        // machine has dirty) hundreds of times.
+        let shm = Path::new("/dev/shm");
+        let t = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+        let t = t.or_else(|_| tempfile::tempdir()).unwrap();
+        let dir = t.path().to_path_buf();
+        let corpus = dir.join("corpus");
+        util::synth(&corpus, 3, [16, 16, 12]);
+        let text = World::text(export);
         let pipeline = dir.join("p.toml");
-        std::fs::write(&pipeline, text).unwrap();
+        std::fs::write(&pipeline, &text).unwrap();
         let mut w = World { _t: t, dir, corpus, pipeline, reference: BTreeMap::new() };
         let reference = w.dir.join("reference");
         let o = plain(&w.run(&reference, &[]));
         assert!(o.status.success(), "{}", util::stderr(&o));
         w.reference = outputs(&reference);
-        assert!(w.reference.keys().any(|p| p.starts_with("release")) && w.reference.keys().any(|p| p.starts_with("review")));
+        assert!(w.reference.keys().any(|p| p.starts_with("release")) == export);
+        assert!(w.reference.keys().any(|p| p.starts_with("review")));
         w
     }
 
@@ -250,4 +262,25 @@ fn libc_enospc() -> i32 {
 }
 fn libc_eio() -> i32 {
     5
+}
+
+#[test]
+fn a_killed_recovery_of_a_killed_fresh_still_discards_everything() {
+    // The output holds a run with release exports; a --fresh with a pipeline that exports
+    // none is killed mid-discard; the run that finishes the discard is killed too, at every
+    // point; then run again: nothing of the first pipeline's may survive (its exports used to).
+    let w = World::with(false);
+    let with_exports = w.dir.join("exports.toml");
+    std::fs::write(&with_exports, World::text(true)).unwrap();
+    let run_with_exports = |o: &Path| {
+        let mut a = w.run(o, &[]);
+        a[1] = with_exports.to_str().unwrap().to_string();
+        a
+    };
+    let setup = |o: &Path| {
+        assert!(plain(&run_with_exports(o)).status.success());
+        let (r, _) = traced(&w.run(o, &["--fresh"]), Ok(Fault { classes: "d", at: 20, errno: None }));
+        assert!(r.status.code().is_none(), "the --fresh was not killed");
+    };
+    w.scenario("fresh-then-recovery", &setup, &|o| w.run(o, &[]), &[&|o| w.run(o, &[])], None);
 }

@@ -233,3 +233,79 @@ fn a_run_whose_lease_was_taken_over_exits_at_once() {
     assert!(util::stderr(&end).contains("taken over by another run"), "{}", util::stderr(&end));
     assert!(!out.join("ranking.csv").exists(), "it wrote nothing more");
 }
+
+#[test]
+fn every_array_task_started_with_fresh_gets_going() {
+    // SLURM runs the same command on every task: `--fresh --shard K/4`, all at once, on an
+    // output holding a single-node run. One starts it over; the others find the manifest they
+    // want and go on (they used to be refused).
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 8, [16, 16, 8]);
+    let p = pipeline(t.path(), "p.toml", "0.3");
+    let out = t.path().join("out");
+    assert!(run(&p, &corpus, &out, &[]).status.success());
+    let tasks: Vec<_> = (0..4)
+        .map(|k| {
+            util::bin()
+                .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap()])
+                .args(["--output", out.to_str().unwrap(), "--fresh", "--shard", &format!("{k}/4")])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (k, task) in tasks.into_iter().enumerate() {
+        let o = task.wait_with_output().unwrap();
+        assert!(o.status.success(), "task {k}: {}", util::stderr(&o));
+    }
+    let o = util::slabflow(&["merge", "--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(status(&out).contains("8 discovered, 8 done, 0 failed, 0 left"), "{}", status(&out));
+}
+
+#[test]
+fn fresh_deletes_only_what_a_journal_says_slabflow_wrote() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 1, [16, 16, 8]);
+    let p = pipeline(t.path(), "p.toml", "0.3");
+    let out = t.path().join("mydata");
+    std::fs::create_dir_all(out.join("review")).unwrap();
+    std::fs::write(out.join("review/notes.txt"), b"mine").unwrap();
+    assert!(run(&p, &corpus, &out, &["--fresh"]).status.success());
+    assert_eq!(std::fs::read(out.join("review/notes.txt")).unwrap(), b"mine", "no journal: nothing of slabflow's");
+}
+
+#[test]
+fn review_holds_exactly_the_flagged_cases() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 3, [16, 16, 8]);
+    let p = util::convert_pipeline(
+        t.path(),
+        "[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"rank\"\nbudget = 0.5\n\n[[stages]]\nkind = \"review\"\n",
+    );
+    let reference = t.path().join("reference");
+    assert!(run(&p, &corpus, &reference, &[]).status.success());
+    // Two cases fail first (so the third is flagged), then are redone.
+    let out = t.path().join("out");
+    let broken = corpus.join("BDMAP_00000001/predictions/unet/liver.nii.gz");
+    let kept = std::fs::read(&broken).unwrap();
+    let broken2 = corpus.join("BDMAP_00000002/predictions/unet/liver.nii.gz");
+    let kept2 = std::fs::read(&broken2).unwrap();
+    std::fs::write(&broken, b"not a NIfTI file").unwrap();
+    std::fs::write(&broken2, b"not a NIfTI file").unwrap();
+    assert_eq!(run(&p, &corpus, &out, &[]).status.code(), Some(1));
+    std::fs::write(&broken, kept).unwrap();
+    std::fs::write(&broken2, kept2).unwrap();
+    assert!(run(&p, &corpus, &out, &[]).status.success());
+    let names = |d: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d.join("review")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&out), names(&reference));
+    assert_eq!(util::tree(&out.join("review")), util::tree(&reference.join("review")));
+}

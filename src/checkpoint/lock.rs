@@ -17,9 +17,12 @@
 //!   holder checks no live shard lease exists and a shard that no live `run.lease` does (each
 //!   creates its own first, so of two racing runs at least one sees the other).
 //!
-//! Invariant: a holder whose lease was taken over (its heartbeat found another holder's lease
-//! in its place: it was frozen or cut off for longer than the expiry) exits at once, before
-//! writing anything more — like a killed run, which the journal survives.
+//! Invariants: a holder whose lease was taken over (it was frozen or cut off for longer than
+//! the expiry) publishes nothing more — every record, slab checkpoint and export rename checks
+//! the lease first ([`verify_held`]) — and exits at its next heartbeat, like a killed run,
+//! which the journal survives. The process table judges a lease only when its holder shares
+//! ours (host, boot id, PID namespace); any other holder, by the lease's age against the
+//! longer of its expiry and ours.
 //!
 //! What holds where (README "Filesystems"): local disks — both; NFS — the lease, and the OS lock
 //! with `local_lock=none` (the default); Lustre — the lease, and the OS lock with `flock`;
@@ -81,12 +84,19 @@ struct Owner {
     token: String,
     host: String,
     boot_id: String,
+    /// The PID namespace (`/proc/self/ns/pid`): containers on one host share the boot id but
+    /// not the process table.
+    #[serde(default)]
+    pid_ns: String,
     pid: u32,
     /// The process's start time (clock ticks since boot, `/proc/<pid>/stat`): a reused pid
     /// is not mistaken for the holder.
     pid_start: u64,
     what: String,
     started_unix: u64,
+    /// The holder's expiry (seconds): a run with a shorter one must not judge it by its own.
+    #[serde(default)]
+    expiry: u64,
 }
 
 impl Owner {
@@ -97,10 +107,12 @@ impl Owner {
             token: format!("{}-{pid}-{}", hostname(), now.as_nanos()),
             host: hostname(),
             boot_id: boot_id(),
+            pid_ns: pid_ns(),
             pid,
             pid_start: pid_start(pid).unwrap_or(0),
             what,
             started_unix: now.as_secs(),
+            expiry: lease_secs(),
         }
     }
 
@@ -116,6 +128,10 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+fn pid_ns() -> String {
+    std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn boot_id() -> String {
@@ -139,8 +155,12 @@ enum Liveness {
 fn judge(owner: Option<&Owner>, modified: SystemTime, expiry: u64) -> Liveness {
     let age = SystemTime::now().duration_since(modified).unwrap_or_default().as_secs();
     if let Some(o) = owner {
-        if !o.boot_id.is_empty() && o.boot_id == boot_id() {
-            // This host, this boot: the process table says.
+        // The process table decides only for a holder in this very process table: same host,
+        // same boot, same PID namespace, and its /proc entry readable to us (not `hidepid`).
+        let here = o.host == hostname() && !o.boot_id.is_empty() && o.boot_id == boot_id() && !o.pid_ns.is_empty()
+            && o.pid_ns == pid_ns();
+        let proc_visible = Path::new("/proc/self/stat").exists() && Path::new("/proc/1").exists();
+        if here && proc_visible {
             return match pid_start(o.pid) {
                 Some(start) if start == o.pid_start || o.pid_start == 0 => {
                     Liveness::Alive(format!("{}, lease renewed {age} s ago", o.describe()))
@@ -148,10 +168,9 @@ fn judge(owner: Option<&Owner>, modified: SystemTime, expiry: u64) -> Liveness {
                 _ => Liveness::Dead(format!("{}: that process has ended", o.describe())),
             };
         }
-        if o.host == hostname() && !o.boot_id.is_empty() {
-            return Liveness::Dead(format!("{}: that host has restarted since", o.describe()));
-        }
     }
+    // Anyone else: by the lease's age, against the longer of its holder's expiry and ours.
+    let expiry = owner.map_or(expiry, |o| o.expiry.max(expiry));
     let who = owner.map_or_else(|| "an unreadable lease".to_string(), Owner::describe);
     if age > expiry {
         Liveness::Dead(format!("{who}: not renewed for {age} s (leases expire after {expiry} s)"))
@@ -194,8 +213,8 @@ fn try_create(path: &Path, owner: &Owner) -> std::io::Result<bool> {
 /// Removes the dead lease at `path`, if it is still the one judged dead (`token`): renamed
 /// aside first, so of two runs taking over one lease, only one removes it, and a live lease
 /// created meanwhile is put back.
-fn remove_dead(path: &Path, token: Option<&str>) -> std::io::Result<()> {
-    let aside = path.with_file_name(format!(".{}.dead-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+fn remove_dead(path: &Path, token: Option<&str>, me: &str) -> std::io::Result<()> {
+    let aside = path.with_file_name(format!(".{}.dead-{me}", path.file_name().unwrap().to_string_lossy()));
     match std::fs::rename(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -207,6 +226,29 @@ fn remove_dead(path: &Path, token: Option<&str>) -> std::io::Result<()> {
         let _ = std::fs::hard_link(&aside, path);
     }
     std::fs::remove_file(&aside)
+}
+
+/// The leases this process holds (path, token): what [`verify_held`] checks.
+static HELD: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+
+/// Whether this process still holds every lease it took: called before a record, a slab
+/// checkpoint or an export is published, so a run taken over between two heartbeats
+/// publishes nothing more. A transient read error counts as held (the heartbeat decides).
+pub fn verify_held() -> std::io::Result<()> {
+    for (path, token) in HELD.lock().unwrap().iter() {
+        let ours = match read_lease(path) {
+            Ok((Some(o), _)) => o.token == *token,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            _ => true,
+        };
+        if !ours {
+            return Err(std::io::Error::other(format!(
+                "this run's lease {} was taken over by another run; stopping",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The heartbeat's stop signal.
@@ -247,13 +289,19 @@ impl Lease {
                 }
             })
             .expect("spawning the lease heartbeat");
+        HELD.lock().unwrap().push((path.clone(), owner.token.clone()));
         Lease { path, token: owner.token.clone(), stop, heartbeat: Some(heartbeat) }
     }
 }
 
 /// One heartbeat: the lease must still be ours; then its modification time is set to now.
 fn renew(path: &Path, token: &str) {
-    let ours = read_lease(path).ok().and_then(|(o, _)| o).is_some_and(|o| o.token == token);
+    let ours = match read_lease(path) {
+        Ok((Some(o), _)) => o.token == token,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // A transient error (NFS: ESTALE, EIO) or a lease being replaced: look again next beat.
+        _ => return,
+    };
     if !ours {
         // Frozen or cut off past the expiry, and another run took over: writing on would mix
         // two runs' data. Exit like a killed run; the journal survives that.
@@ -278,6 +326,7 @@ impl Drop for Lease {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
+        HELD.lock().unwrap().retain(|(_, t)| *t != self.token);
         let ours = read_lease(&self.path).ok().and_then(|(o, _)| o).is_some_and(|o| o.token == self.token);
         if ours {
             let _ = std::fs::remove_file(&self.path);
@@ -339,7 +388,7 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
                 } else {
                     tracing::warn!(lease = %path.display(), "Taking over the lease of a run that is gone ({why}).");
                 }
-                remove_dead(&path, owner.as_ref().map(|o| o.token.as_str())).map_err(io(&path))?;
+                remove_dead(&path, owner.as_ref().map(|o| o.token.as_str()), &me.token).map_err(io(&path))?;
             }
         }
     }
@@ -366,7 +415,7 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
             Liveness::Alive(who) => return Err(busy(who)), // drops our lease
             Liveness::Dead(why) => {
                 tracing::warn!(lease = %other.display(), "Removing the lease of a run that is gone ({why}).");
-                remove_dead(&other, owner.as_ref().map(|o| o.token.as_str())).map_err(io(&other))?;
+                remove_dead(&other, owner.as_ref().map(|o| o.token.as_str()), &me.token).map_err(io(&other))?;
             }
         }
     }
@@ -430,10 +479,12 @@ mod tests {
             token: "x".into(),
             host: host.into(),
             boot_id: "other-boot".into(),
+            pid_ns: String::new(),
             pid: 1,
             pid_start: 1,
             what: "shard 0/2".into(),
             started_unix: 0,
+            expiry: 0,
         };
         let path = dir.join(name);
         std::fs::write(&path, serde_json::to_vec(&o).unwrap()).unwrap();
@@ -461,6 +512,7 @@ mod tests {
         let path = foreign(out, "run.lease", &hostname(), 0);
         let mut o: Owner = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         o.boot_id = boot_id();
+        o.pid_ns = pid_ns();
         o.pid = u32::MAX - 1; // no such process
         std::fs::write(&path, serde_json::to_vec(&o).unwrap()).unwrap();
         drop(lock(out, Hold::Exclusive).expect("the holder is gone"));

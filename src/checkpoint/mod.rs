@@ -50,8 +50,9 @@ pub enum CheckpointError {
         "{dir} holds the progress of a run with a different pipeline ({what}).\n  To start over, run again with --fresh (earlier results in {dir} are discarded);\n  to resume, run the earlier pipeline (saved in {saved})."
     )]
     Changed { dir: PathBuf, what: String, saved: PathBuf },
-    #[error("{0}")]
-    Conflict(String),
+    /// Another run, split or corpus holds the output: what, then what to do.
+    #[error("{what}: {advice}")]
+    Conflict { what: String, advice: String },
     #[error(
         "{path} cannot be read ({error}): it is not a journal this slabflow wrote. Run again with --fresh to start over (slabflow's outputs in {dir} are discarded)."
     )]
@@ -198,35 +199,34 @@ impl Manifest {
         if before.input != now.input {
             return changed(format!("input {} then, {} now", before.input.display(), now.input.display()));
         }
-        let conflict = |msg: String| Some(CheckpointError::Conflict(msg));
         let over = "run again with --fresh to start the whole output over (every earlier result in it is discarded)";
+        let conflict =
+            |what: String, advice: String| Some(CheckpointError::Conflict { what, advice: format!("{advice}{over}") });
         match (&self.split, &want.split) {
             (None, None) => None,
-            (None, Some(_)) => conflict(format!(
-                "{} holds a single-node run; a shard cannot join it: resume it without --shard, or {over}",
-                out.display()
-            )),
-            (Some(s), None) => conflict(format!(
-                "{} holds a run split in {} shards: resume its shards (--shard K/{}) and `slabflow merge`, or {over}",
-                out.display(),
-                s.shards,
-                s.shards
-            )),
-            (Some(s), Some(w)) if s.shards != w.shards => conflict(format!(
-                "{} holds a run split in {} shards, not {}: run --shard K/{} for its shards, or {over}",
-                out.display(),
-                s.shards,
-                w.shards,
-                s.shards
-            )),
+            (None, Some(_)) => conflict(
+                format!("{} holds a single-node run; a shard cannot join it", out.display()),
+                "resume it without --shard, or ".into(),
+            ),
+            (Some(s), None) => conflict(
+                format!("{} holds a run split in {} shards", out.display(), s.shards),
+                format!("resume its shards (--shard K/{}) and `slabflow merge`, or ", s.shards),
+            ),
+            (Some(s), Some(w)) if s.shards != w.shards => conflict(
+                format!("{} holds a run split in {} shards, not {}", out.display(), s.shards, w.shards),
+                format!("run --shard K/{} for its shards, or ", s.shards),
+            ),
             (Some(s), Some(w)) if s.cases != w.cases => {
                 let added: Vec<&String> = w.cases.iter().filter(|c| s.cases.binary_search(c).is_err()).collect();
                 let removed: Vec<&String> = s.cases.iter().filter(|c| w.cases.binary_search(c).is_err()).collect();
-                conflict(format!(
-                    "the corpus changed since the sharded run in {} began ({}): its shards work on the cases it began with, so that they never overlap; restore the corpus, or {over}",
-                    out.display(),
-                    describe_cases(&added, &removed)
-                ))
+                conflict(
+                    format!(
+                        "the corpus changed since the sharded run in {} began ({})",
+                        out.display(),
+                        describe_cases(&added, &removed)
+                    ),
+                    "its shards work on the cases it began with, so that they never overlap; restore the corpus, or ".into(),
+                )
             }
             _ => None,
         }
@@ -297,23 +297,29 @@ impl Journal {
 
     /// Voids every record in `dir` at once: one durable rename to its tombstone. The caller
     /// then deletes the data, then the tombstone ([`Journal::bury`]); a tombstone found later
-    /// is a discard to finish first.
+    /// is a discard to finish first. A tombstone already there (a discard interrupted before)
+    /// stays, so it covers its own data until that is deleted too: `dir` then goes into it.
     pub fn void(dir: &Path) -> Result<(), CheckpointError> {
         let tomb = Self::tombstone_of(dir);
-        if tomb.exists() {
-            // An older discard's tombstone: its data is deleted with this one's.
-            durable::remove_path(&tomb).map_err(io_err(&tomb))?;
+        if !dir.exists() {
+            return Ok(());
         }
-        match std::fs::rename(dir, &tomb) {
-            Ok(()) => sync_parent(dir).map_err(io_err(dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CheckpointError::Io { path: dir.to_owned(), source: e }),
-        }
+        let to = if tomb.exists() { tomb.join(format!("newer-{}", std::process::id())) } else { tomb };
+        std::fs::rename(dir, &to).map_err(io_err(dir))?;
+        sync_parent(dir).map_err(io_err(dir))?;
+        sync_parent(&to).map_err(io_err(&to))
     }
 
-    /// Removes the tombstone of `dir`, once the data it recorded is deleted.
+    /// Removes the tombstone of `dir`, once the data it recorded is deleted — and durably so
+    /// (`syncfs` first): a power cut must not keep the tombstone's removal and lose the
+    /// deletions it guarded.
     pub fn bury(dir: &Path) -> Result<(), CheckpointError> {
         let tomb = Self::tombstone_of(dir);
+        let parent = tomb.parent().unwrap_or(Path::new("."));
+        CaseSync::open(&[parent])
+            .map_err(io_err(parent))?
+            .sync()
+            .map_err(|(path, source)| CheckpointError::Io { path, source })?;
         durable::remove_path(&tomb).map_err(io_err(&tomb))?;
         sync_parent(&tomb).map_err(io_err(&tomb))
     }
@@ -351,6 +357,7 @@ impl Journal {
 
     /// Records how a case ended; for a finished one, after making its data durable (`sync`).
     pub fn record(&self, rec: &CaseRecord, sync: Option<&CaseSync>) -> Result<(), CheckpointError> {
+        lock::verify_held().map_err(io_err(&self.dir))?;
         if let Some(s) = sync {
             s.sync().map_err(|(path, source)| CheckpointError::Io { path, source })?;
         }
@@ -375,6 +382,7 @@ impl Journal {
 
     /// Saves a slab checkpoint, after making the case's data written so far durable.
     pub fn save_slab(&self, cp: &SlabCheckpoint, sync: &CaseSync) -> Result<(), CheckpointError> {
+        lock::verify_held().map_err(io_err(&self.dir))?;
         sync.sync().map_err(|(path, source)| CheckpointError::Io { path, source })?;
         let path = self.slab_path(&cp.case_id);
         let cp = SlabCheckpoint { run: self.run_id.clone(), ..cp.clone() };
@@ -474,10 +482,10 @@ pub struct ShardStatus {
 pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> Result<Status, CheckpointError> {
     let Some(m) = Manifest::read(out)? else {
         if Journal::tombstone_of(&out.join(Journal::DIR)).exists() {
-            return Err(CheckpointError::Conflict(format!(
-                "{}: a --fresh was interrupted while discarding earlier results; run again to finish it and start over",
-                out.display()
-            )));
+            return Err(CheckpointError::Conflict {
+                what: format!("{}: a --fresh was interrupted while discarding earlier results", out.display()),
+                advice: "run again to finish it and start over".into(),
+            });
         }
         return Err(CheckpointError::NoJournal(out.to_owned()));
     };

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::durable::{create_dir_durable, remove_path, sweep_temp_files, sync_dir};
+use crate::checkpoint::durable::{create_dir_durable, remove_path, sweep_temp_files, sync_dir, write_atomic};
 use crate::checkpoint::lock::{self, Hold, LockError, OutputLock};
 use crate::checkpoint::{CheckpointError, Journal, Manifest, Shard, Split};
 use crate::input::Case;
@@ -61,10 +61,15 @@ fn remove_tables(out: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Starts the whole output over (under the exclusive hold): void, delete, bury.
+/// Starts the whole output over (under the exclusive hold): void, delete, bury. Only where a
+/// journal or a tombstone says slabflow wrote there: a folder named `cases` or `review` in a
+/// directory slabflow never ran in is the user's, and stays.
 fn discard_all(out: &Path, _held: &OutputLock) -> Result<(), RunError> {
     debug_assert_eq!(_held.hold, Hold::Exclusive);
     let dir = out.join(Journal::DIR);
+    if !dir.exists() && !Journal::tombstone_of(&dir).exists() {
+        return Ok(());
+    }
     Journal::void(&dir)?;
     tracing::info!(output = %out.display(), "Starting over: discarding earlier results.");
     remove_tables(out)?;
@@ -116,8 +121,24 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
     let hold = shard.map_or(Hold::Exclusive, Hold::Shard);
     let tombstone = Journal::tombstone_of(&out.join(Journal::DIR));
     let mut started_over = false;
-    for _ in 0..4 {
-        let held = lock::lock(out, hold)?;
+    // The tasks of a job array may all start at once with the same `--fresh`: one of them
+    // starts the output over, the others then find the manifest they want. Each waits (with
+    // jitter) for the exclusive hold that long before giving up.
+    let wait_until = std::time::Instant::now() + START_OVER_WAIT;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let held = match lock::lock(out, hold) {
+            Ok(h) => h,
+            // A sibling task starting the output over holds it alone for a moment.
+            Err(LockError::Busy { .. })
+                if shard.is_some() && (fresh || tombstone.exists()) && std::time::Instant::now() < wait_until =>
+            {
+                std::thread::sleep(jitter(attempts));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let pending = tombstone.exists();
         let conflict = blocker(out, &want);
         if pending || (fresh && !started_over && (shard.is_none() || conflict.is_some())) {
@@ -133,13 +154,21 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
                         }
                     }
                     Err(LockError::Busy { holder, .. }) => {
+                        if std::time::Instant::now() < wait_until {
+                            std::thread::sleep(jitter(attempts));
+                            continue;
+                        }
                         let why = match conflict {
+                            Some(CheckpointError::Unreadable { path, .. }) => format!("{} cannot be read", path.display()),
+                            Some(CheckpointError::Conflict { what, .. }) => what,
+                            Some(CheckpointError::Changed { what, .. }) => what,
                             Some(c) => c.to_string(),
                             None => "an earlier --fresh was interrupted".into(),
                         };
                         return Err(RunError::Plan(format!(
-                            "{why}\n  Cannot start {} over while another run uses it ({holder}); wait for it to end.",
-                            out.display()
+                            "{} must be started over for this run ({why}), but another run uses it ({holder}); waited {} s. Run again once it has ended.",
+                            out.display(),
+                            START_OVER_WAIT.as_secs()
                         )));
                     }
                     Err(e) => return Err(e.into()),
@@ -155,7 +184,7 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
             None => want.clone(),
             Some(there) => match there.conflict(&want, out) {
                 None => there,
-                Some(c) if fresh && !started_over => {
+                Some(c) if fresh && !started_over && std::time::Instant::now() < wait_until => {
                     tracing::debug!("{c}");
                     continue; // raced with another run's start: settle it under the lock
                 }
@@ -174,12 +203,24 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
         }
         let journal = Journal::open(dir, &manifest.run_id)?;
         sweep_temp_files(out).map_err(io(out))?;
+        let saved = out.join(Journal::DIR).join("pipeline.toml");
+        if !saved.is_file() {
+            // Published with the manifest; a crash between the two leaves it to us.
+            write_atomic(&saved, manifest.pipeline_text.as_bytes()).map_err(io(&saved))?;
+        }
         return Ok(Started { lock: held, manifest, journal, cases: mine });
     }
-    Err(RunError::Plan(format!(
-        "{} keeps changing under this run (other runs starting over at the same time?); try again",
-        out.display()
-    )))
+}
+
+/// How long a run that must start the output over waits for the other runs to let it.
+const START_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// 50–400 ms, different per process and attempt.
+fn jitter(attempt: u32) -> std::time::Duration {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos()
+        ^ std::process::id().wrapping_mul(2654435761)
+        ^ attempt.wrapping_mul(40503);
+    std::time::Duration::from_millis(50 + (seed % 350) as u64)
 }
 
 /// The exclusive hold for `slabflow merge`, with the manifest of the sharded run.

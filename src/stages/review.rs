@@ -14,7 +14,8 @@
 //! Invariants: everything is read back from the case's own Zarr group chunk by chunk (memory:
 //! a few slabs, never a volume); the consensus is the same function as the other stages'; each
 //! file appears whole and durable (written beside and renamed), and `worklist.csv`, which names
-//! them, is written after them.
+//! them, is written after them; `review/` holds the folders of the flagged cases and nothing
+//! else.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -216,6 +217,17 @@ pub fn export(
             list.join(";"),
             format!("review/{}", r.case_id),
         ]);
+    }
+    // Folders of cases no longer flagged (an earlier ranking, before failed cases were redone)
+    // go: review/ holds exactly what worklist.csv names.
+    let root = out.join("review");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !rows.iter().skip(1).any(|r| r[1] == name) {
+                crate::checkpoint::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            }
+        }
     }
     Ok(rows)
 }
