@@ -236,12 +236,7 @@ static HELD: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 /// publishes nothing more. A transient read error counts as held (the heartbeat decides).
 pub fn verify_held() -> std::io::Result<()> {
     for (path, token) in HELD.lock().unwrap().iter() {
-        let ours = match read_lease(path) {
-            Ok((Some(o), _)) => o.token == *token,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            _ => true,
-        };
-        if !ours {
+        if still_ours(path, token) == Some(false) {
             return Err(std::io::Error::other(format!(
                 "this run's lease {} was taken over by another run; stopping",
                 path.display()
@@ -295,13 +290,27 @@ impl Lease {
 }
 
 /// One heartbeat: the lease must still be ours; then its modification time is set to now.
-fn renew(path: &Path, token: &str) {
-    let ours = match read_lease(path) {
-        Ok((Some(o), _)) => o.token == token,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        // A transient error (NFS: ESTALE, EIO) or a lease being replaced: look again next beat.
-        _ => return,
+/// Whether the lease at `path` is still the one with `token`: `None` when that cannot be told
+/// (a transient error: NFS ESTALE or EIO). Missing or another holder's is looked at twice,
+/// 200 ms apart: a taker that found a live lease puts it back at once (`remove_dead`).
+fn still_ours(path: &Path, token: &str) -> Option<bool> {
+    let look = || match read_lease(path) {
+        Ok((Some(o), _)) => Some(o.token == token),
+        Ok((None, _)) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+        Err(_) => None,
     };
+    match look() {
+        Some(false) => {
+            std::thread::sleep(Duration::from_millis(200));
+            look()
+        }
+        r => r,
+    }
+}
+
+fn renew(path: &Path, token: &str) {
+    let Some(ours) = still_ours(path, token) else { return }; // look again next beat
     if !ours {
         // Frozen or cut off past the expiry, and another run took over: writing on would mix
         // two runs' data. Exit like a killed run; the journal survives that.
