@@ -201,14 +201,14 @@ fn a_run_whose_lease_was_taken_over_exits_at_once() {
     util::synth(&corpus, 3, [64, 64, 48]);
     let p = pipeline(t.path(), "p.toml", "0.3");
     let out = t.path().join("out");
-    // Frozen at its first sync (as by a long NFS outage), past a one-second expiry.
+    // Frozen after its first case (as by a long NFS outage), past a one-second expiry.
     let run = Command::new(env!("CARGO_BIN_EXE_slabflow"))
         .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .env("SLABFLOW_LEASE_SECS", "1")
         .env("LD_PRELOAD", util::fault_shim())
         .env("SLABFLOW_FAULT_CLASSES", "s")
-        .env("SLABFLOW_FAULT_AT", "8")
+        .env("SLABFLOW_FAULT_AT", "16")
         .env("SLABFLOW_FAULT_SIGNAL", "19")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -226,12 +226,26 @@ fn a_run_whose_lease_was_taken_over_exits_at_once() {
     }
     // Another node takes the expired lease over meanwhile.
     std::thread::sleep(Duration::from_millis(1200));
+    let finished: Vec<(String, std::collections::BTreeMap<PathBuf, Vec<u8>>)> =
+        std::fs::read_dir(out.join(".slabflow/cases"))
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".json").map(String::from))
+            .map(|id| {
+                let tree = util::tree(&out.join("cases").join(format!("{id}.zarr")));
+                (id, tree)
+            })
+            .collect();
+    assert!(!finished.is_empty(), "stopped before any case was finished");
     foreign_lease(&out, "run.lease", "a single-node run", Duration::ZERO);
     let _ = Command::new("kill").args(["-CONT", &run.id().to_string()]).status();
     let end = run.wait_with_output().unwrap();
     assert_eq!(end.status.code(), Some(75), "{}", util::stderr(&end));
     assert!(util::stderr(&end).contains("taken over by another run"), "{}", util::stderr(&end));
     assert!(!out.join("ranking.csv").exists(), "it wrote nothing more");
+    // Nor removed anything: the groups of cases it had finished are the new holder's now.
+    for (id, group) in &finished {
+        assert_eq!(&util::tree(&out.join("cases").join(format!("{id}.zarr"))), group, "{id}");
+    }
 }
 
 #[test]
@@ -243,25 +257,30 @@ fn every_array_task_started_with_fresh_gets_going() {
     let corpus = t.path().join("corpus");
     util::synth(&corpus, 8, [16, 16, 8]);
     let p = pipeline(t.path(), "p.toml", "0.3");
+    let array = |out: &Path| {
+        let tasks: Vec<_> = (0..4)
+            .map(|k| {
+                util::bin()
+                    .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap()])
+                    .args(["--output", out.to_str().unwrap(), "--fresh", "--shard", &format!("{k}/4")])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (k, task) in tasks.into_iter().enumerate() {
+            let o = task.wait_with_output().unwrap();
+            assert!(o.status.success(), "task {k}: {}", util::stderr(&o));
+        }
+        let o = util::slabflow(&["merge", "--output", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", util::stderr(&o));
+        assert!(status(out).contains("8 discovered, 8 done, 0 failed, 0 left"), "{}", status(out));
+    };
+    // On a new output, and on one holding a single-node run.
+    array(&t.path().join("new"));
     let out = t.path().join("out");
     assert!(run(&p, &corpus, &out, &[]).status.success());
-    let tasks: Vec<_> = (0..4)
-        .map(|k| {
-            util::bin()
-                .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap()])
-                .args(["--output", out.to_str().unwrap(), "--fresh", "--shard", &format!("{k}/4")])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (k, task) in tasks.into_iter().enumerate() {
-        let o = task.wait_with_output().unwrap();
-        assert!(o.status.success(), "task {k}: {}", util::stderr(&o));
-    }
-    let o = util::slabflow(&["merge", "--output", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", util::stderr(&o));
-    assert!(status(&out).contains("8 discovered, 8 done, 0 failed, 0 left"), "{}", status(&out));
+    array(&out);
 }
 
 #[test]
@@ -275,6 +294,14 @@ fn fresh_deletes_only_what_a_journal_says_slabflow_wrote() {
     std::fs::write(out.join("review/notes.txt"), b"mine").unwrap();
     assert!(run(&p, &corpus, &out, &["--fresh"]).status.success());
     assert_eq!(std::fs::read(out.join("review/notes.txt")).unwrap(), b"mine", "no journal: nothing of slabflow's");
+    // Its journal deleted by hand: --fresh still removes what is recognisably slabflow's (a
+    // table of another pipeline, a group of a case no longer in the corpus), not the notes.
+    std::fs::remove_dir_all(out.join(".slabflow")).unwrap();
+    std::fs::write(out.join("assembly.csv"), b"stale").unwrap();
+    std::fs::rename(out.join("cases/BDMAP_00000001.zarr"), out.join("cases/BDMAP_00000009.zarr")).unwrap();
+    assert!(run(&p, &corpus, &out, &["--fresh"]).status.success());
+    assert!(!out.join("assembly.csv").exists() && !out.join("cases/BDMAP_00000009.zarr").exists());
+    assert_eq!(std::fs::read(out.join("review/notes.txt")).unwrap(), b"mine");
 }
 
 #[test]

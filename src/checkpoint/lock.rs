@@ -18,9 +18,14 @@
 //!   creates its own first, so of two racing runs at least one sees the other).
 //!
 //! Invariants: a holder whose lease was taken over (it was frozen or cut off for longer than
-//! the expiry) publishes nothing more — every record, slab checkpoint and export rename checks
-//! the lease first ([`verify_held`]) — and exits at its next heartbeat, like a killed run,
-//! which the journal survives. The process table judges a lease only when its holder shares
+//! the expiry) publishes and removes nothing more: before each case and right before every
+//! record, slab checkpoint, export rename and table, [`verify_held`] checks the lease, and on
+//! loss the process exits at once (status 75), as the heartbeat does — like a killed run,
+//! which the journal survives, and with none of a failed case's clean-up (the data is the new
+//! holder's). The engine checks before each slab too. What remains: the chunk writes of the
+//! slab in flight when the process froze, completing after it wakes, into a group the new
+//! holder rewrites from scratch if it has not finished that case yet; closing that window
+//! entirely needs fenced writes (conditional PUTs on object storage). The process table judges a lease only when its holder shares
 //! ours (host, boot id, PID namespace); any other holder, by the lease's age against the
 //! longer of its expiry and ours.
 //!
@@ -141,9 +146,29 @@ fn boot_id() -> String {
 /// Field 22 of `/proc/<pid>/stat` (after the parenthesised command name, which may hold
 /// spaces).
 fn pid_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    match pid_state(pid) {
+        PidState::Running(start) => Some(start),
+        _ => None,
+    }
+}
+
+enum PidState {
+    /// Running, since this many clock ticks after boot.
+    Running(u64),
+    Gone,
+    /// Cannot be told (`hidepid`, another user's process): judge by the lease's age.
+    Unknown,
+}
+
+fn pid_state(pid: u32) -> PidState {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(19)?.parse().ok())
+            .map_or(PidState::Unknown, PidState::Running),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PidState::Gone,
+        Err(_) => PidState::Unknown,
+    }
 }
 
 /// Whether a lease's holder may still be running.
@@ -161,12 +186,15 @@ fn judge(owner: Option<&Owner>, modified: SystemTime, expiry: u64) -> Liveness {
             && o.pid_ns == pid_ns();
         let proc_visible = Path::new("/proc/self/stat").exists() && Path::new("/proc/1").exists();
         if here && proc_visible {
-            return match pid_start(o.pid) {
-                Some(start) if start == o.pid_start || o.pid_start == 0 => {
-                    Liveness::Alive(format!("{}, lease renewed {age} s ago", o.describe()))
+            match pid_state(o.pid) {
+                PidState::Running(start) if start == o.pid_start || o.pid_start == 0 => {
+                    return Liveness::Alive(format!("{}, lease renewed {age} s ago", o.describe()));
                 }
-                _ => Liveness::Dead(format!("{}: that process has ended", o.describe())),
-            };
+                PidState::Running(_) | PidState::Gone => {
+                    return Liveness::Dead(format!("{}: that process has ended", o.describe()));
+                }
+                PidState::Unknown => {}
+            }
         }
     }
     // Anyone else: by the lease's age, against the longer of its holder's expiry and ours.
@@ -231,19 +259,27 @@ fn remove_dead(path: &Path, token: Option<&str>, me: &str) -> std::io::Result<()
 /// The leases this process holds (path, token): what [`verify_held`] checks.
 static HELD: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 
-/// Whether this process still holds every lease it took: called before a record, a slab
-/// checkpoint or an export is published, so a run taken over between two heartbeats
-/// publishes nothing more. A transient read error counts as held (the heartbeat decides).
-pub fn verify_held() -> std::io::Result<()> {
-    for (path, token) in HELD.lock().unwrap().iter() {
+/// Makes sure this process still holds every lease it took, and exits at once (status 75)
+/// if not: called right before a record, a slab checkpoint, an export or a table is
+/// published, and before each case, so a run taken over between two heartbeats publishes
+/// nothing more — and cleans nothing up either (the data it would remove is the new
+/// holder's now). A transient read error counts as held (the heartbeat decides).
+pub fn verify_held() {
+    let held = HELD.lock().unwrap().clone();
+    for (path, token) in &held {
         if still_ours(path, token) == Some(false) {
-            return Err(std::io::Error::other(format!(
-                "this run's lease {} was taken over by another run; stopping",
-                path.display()
-            )));
+            lost(path);
         }
     }
-    Ok(())
+}
+
+/// The end of a run whose lease was taken over.
+fn lost(path: &Path) -> ! {
+    tracing::error!(
+        lease = %path.display(),
+        "This run's lease was taken over by another run (this process was stopped or cut off for longer than the lease expiry); exiting at once."
+    );
+    std::process::exit(75);
 }
 
 /// The heartbeat's stop signal.
@@ -314,11 +350,7 @@ fn renew(path: &Path, token: &str) {
     if !ours {
         // Frozen or cut off past the expiry, and another run took over: writing on would mix
         // two runs' data. Exit like a killed run; the journal survives that.
-        tracing::error!(
-            lease = %path.display(),
-            "This run's lease was taken over by another run (this process was stopped or cut off for longer than the lease expiry); exiting at once."
-        );
-        std::process::exit(75);
+        lost(path);
     }
     if let Ok(f) = File::options().append(true).open(path) {
         let _ = f.set_modified(SystemTime::now());

@@ -315,6 +315,9 @@ impl Journal {
     /// deletions it guarded.
     pub fn bury(dir: &Path) -> Result<(), CheckpointError> {
         let tomb = Self::tombstone_of(dir);
+        if !tomb.exists() {
+            return Ok(());
+        }
         let parent = tomb.parent().unwrap_or(Path::new("."));
         CaseSync::open(&[parent])
             .map_err(io_err(parent))?
@@ -357,10 +360,11 @@ impl Journal {
 
     /// Records how a case ended; for a finished one, after making its data durable (`sync`).
     pub fn record(&self, rec: &CaseRecord, sync: Option<&CaseSync>) -> Result<(), CheckpointError> {
-        lock::verify_held().map_err(io_err(&self.dir))?;
         if let Some(s) = sync {
             s.sync().map_err(|(path, source)| CheckpointError::Io { path, source })?;
         }
+        // After the sync (where an NFS outage would hold a run), right before publishing.
+        lock::verify_held();
         let path = self.dir.join("cases").join(format!("{}.json", rec.case_id));
         let rec = CaseRecord { run: self.run_id.clone(), ..rec.clone() };
         let bytes = serde_json::to_vec(&rec).expect("serialisable");
@@ -382,8 +386,8 @@ impl Journal {
 
     /// Saves a slab checkpoint, after making the case's data written so far durable.
     pub fn save_slab(&self, cp: &SlabCheckpoint, sync: &CaseSync) -> Result<(), CheckpointError> {
-        lock::verify_held().map_err(io_err(&self.dir))?;
         sync.sync().map_err(|(path, source)| CheckpointError::Io { path, source })?;
+        lock::verify_held();
         let path = self.slab_path(&cp.case_id);
         let cp = SlabCheckpoint { run: self.run_id.clone(), ..cp.clone() };
         let bytes = postcard::to_stdvec(&cp).expect("serialisable");

@@ -383,6 +383,8 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
                 if failed.lock().unwrap().is_some() {
                     break;
                 }
+                // A run frozen past its lease and taken over writes no further slab.
+                crate::checkpoint::lock::verify_held();
                 let n = bufs[0].len() / (layout.shape[0] * layout.shape[1]);
                 report.slabs += 1;
                 report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();

@@ -61,6 +61,8 @@ pub fn write_outputs(
     succeeded: &[Finished],
     failures: &[(String, String)],
 ) -> Result<Option<Vec<RankRow>>, RunError> {
+    // Tables are published as records are: only by the output's holder.
+    crate::checkpoint::lock::verify_held();
     let mut succeeded: Vec<&Finished> = succeeded.iter().collect();
     succeeded.sort_by(|a, b| a.id.cmp(b.id));
     let per_case_stage = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_) | StageConfig::Metrics(_)));
@@ -148,6 +150,8 @@ pub fn write_outputs(
                 let rows =
                     crate::stages::review::export(p, config, out, &ranked, &succeeded).map_err(RunError::Plan)?;
                 write_csv(&out.join("worklist.csv"), &rows)?;
+                // Only once worklist.csv no longer names them.
+                crate::stages::review::remove_unlisted(out, &rows).map_err(RunError::Plan)?;
             }
             Some(ranked)
         }

@@ -205,6 +205,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(c) = todo.get(i) else { break };
+                    crate::checkpoint::lock::verify_held();
                     let t = Instant::now();
                     // Opened before the case's first write: its syncfs sees every writeback
                     // error since (checkpoint::durable).

@@ -11,7 +11,11 @@
 //! - the top-level tables summarise every case, so whatever discards a case's data removes them
 //!   too (a merge or run writes them again);
 //! - [`OUTPUTS`] and [`case_outputs`] are every path slabflow writes in an output: what
-//!   starting over deletes, and nothing else.
+//!   starting over deletes, and nothing else; without a journal, only what is recognisably
+//!   slabflow's (the tables, case groups whose `zarr.json` names slabflow, their exports);
+//! - the tasks of a job array may all start with the same `--fresh`: one starts the output
+//!   over, the others wait for it (with jitter, up to `START_OVER_WAIT`) and then find the
+//!   manifest they want.
 
 use std::path::{Path, PathBuf};
 
@@ -61,14 +65,16 @@ fn remove_tables(out: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Starts the whole output over (under the exclusive hold): void, delete, bury. Only where a
-/// journal or a tombstone says slabflow wrote there: a folder named `cases` or `review` in a
-/// directory slabflow never ran in is the user's, and stays.
+/// Starts the whole output over (under the exclusive hold): void, delete, bury. Without a
+/// journal or a tombstone (never run there, or `.slabflow` deleted by hand) only what is
+/// recognisably slabflow's goes: the tables, and the case groups slabflow made (their
+/// `zarr.json` says so) with those cases' exports; a folder named `cases` or `review` that is
+/// the user's stays.
 fn discard_all(out: &Path, _held: &OutputLock) -> Result<(), RunError> {
     debug_assert_eq!(_held.hold, Hold::Exclusive);
     let dir = out.join(Journal::DIR);
     if !dir.exists() && !Journal::tombstone_of(&dir).exists() {
-        return Ok(());
+        return discard_recognised(out);
     }
     Journal::void(&dir)?;
     tracing::info!(output = %out.display(), "Starting over: discarding earlier results.");
@@ -81,8 +87,34 @@ fn discard_all(out: &Path, _held: &OutputLock) -> Result<(), RunError> {
     sync_dir(out).map_err(io(out))
 }
 
-/// Starts one shard over (under its hold): void its journal, delete its cases' data.
+/// `--fresh` without a journal: the tables and slabflow's own case groups and exports.
+fn discard_recognised(out: &Path) -> Result<(), RunError> {
+    remove_tables(out)?;
+    let report = out.join("report.html");
+    remove_path(&report).map_err(io(&report))?;
+    let Ok(entries) = std::fs::read_dir(out.join("cases")) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".zarr") else { continue };
+        let ours = std::fs::read(e.path().join("zarr.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v.pointer("/attributes/slabflow/case_id").is_some());
+        if ours {
+            for path in case_outputs(out, id).into_iter().chain([out.join("review").join(id)]) {
+                remove_path(&path).map_err(io(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts one shard over (under its hold): void its journal, delete its cases' data (nothing
+/// to do for a shard that never ran).
 fn discard_shard(out: &Path, dir: &Path, cases: &[String]) -> Result<(), RunError> {
+    if !dir.exists() && !Journal::tombstone_of(dir).exists() {
+        return Ok(());
+    }
     Journal::void(dir)?;
     remove_tables(out)?;
     for id in cases {

@@ -218,16 +218,18 @@ pub fn export(
             format!("review/{}", r.case_id),
         ]);
     }
-    // Folders of cases no longer flagged (an earlier ranking, before failed cases were redone)
-    // go: review/ holds exactly what worklist.csv names.
-    let root = out.join("review");
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !rows.iter().skip(1).any(|r| r[1] == name) {
-                crate::checkpoint::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
-            }
+    Ok(rows)
+}
+
+/// Removes the folders of cases no longer flagged (an earlier ranking, before failed cases
+/// were redone), once `worklist.csv` (`rows`) is written: review/ holds exactly what it names.
+pub fn remove_unlisted(out: &Path, rows: &[Vec<String>]) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !rows.iter().skip(1).any(|r| r[1] == name) {
+            crate::checkpoint::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
         }
     }
-    Ok(rows)
+    Ok(())
 }
