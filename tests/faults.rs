@@ -114,8 +114,15 @@ impl World {
         // On tmpfs where there is one: the faults are kills and failed calls, not power cuts,
         // and syncfs on a disk would serialise the scenarios (and flush whatever else the
         // machine has dirty) hundreds of times.
+        // (Each scenario needs a few MB; a container's /dev/shm may be as small as 64 MiB.)
         let shm = Path::new("/dev/shm");
-        let t = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+        let free_kib = std::process::Command::new("df")
+            .args(["-k", "--output=avail"])
+            .arg(shm)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1)?.trim().parse::<u64>().ok());
+        let t = if free_kib.is_some_and(|k| k > 256 << 10) { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
         let t = t.or_else(|_| tempfile::tempdir()).unwrap();
         let dir = t.path().to_path_buf();
         let corpus = dir.join("corpus");
