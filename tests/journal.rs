@@ -170,7 +170,8 @@ fn the_lease_guards_where_os_locks_do_not() {
         .output()
         .unwrap();
     refused(&second, &format!("a single-node run, pid {} on", first.id()));
-    let _ = Command::new("kill").args(["-CONT", &first.id().to_string()]).status();
+    // SAFETY: signals a child process this test started and has not reaped.
+    unsafe { libc::kill(first.id() as i32, libc::SIGCONT) };
     let end = first.wait_with_output().unwrap();
     assert!(end.status.success(), "{}", util::stderr(&end));
     assert!(run(&p, &corpus, &out2, &[]).status.success(), "released at the end");
@@ -237,7 +238,8 @@ fn a_run_whose_lease_was_taken_over_exits_at_once() {
             .collect();
     assert!(!finished.is_empty(), "stopped before any case was finished");
     foreign_lease(&out, "run.lease", "a single-node run", Duration::ZERO);
-    let _ = Command::new("kill").args(["-CONT", &run.id().to_string()]).status();
+    // SAFETY: signals a child process this test started and has not reaped.
+    unsafe { libc::kill(run.id() as i32, libc::SIGCONT) };
     let end = run.wait_with_output().unwrap();
     assert_eq!(end.status.code(), Some(75), "{}", util::stderr(&end));
     assert!(util::stderr(&end).contains("taken over by another run"), "{}", util::stderr(&end));
