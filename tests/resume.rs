@@ -110,7 +110,7 @@ fn finished_cases_are_not_recomputed() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert!(util::stderr(&o).contains("Resuming: 3 of 3 cases were finished"), "{}", util::stderr(&o));
+    assert!(util::stderr(&o).contains("Resuming: 3 of 3 cases finished by an earlier run are kept."), "{}", util::stderr(&o));
     assert_eq!(std::fs::metadata(&chunk).unwrap().modified().unwrap(), before, "a finished case was rewritten");
 }
 
@@ -274,7 +274,7 @@ fn a_case_killed_mid_way_resumes_from_its_slab_checkpoint() {
         assert!(o.status.success(), "{}", util::stderr(&o));
         let full = began.elapsed();
         assert_eq!(slab_checkpoints(&reference), 0, "a finished run leaves no slab checkpoint");
-        for round in 0..3 {
+        for round in 0..5 {
             let out = t.path().join(format!("out-{mode}-{round}"));
             // Kill twice, each time once a slab checkpoint exists plus a random delay (so the
             // kill lands in stage work, Zarr writes or a checkpoint being written).
@@ -302,7 +302,7 @@ fn a_case_killed_mid_way_resumes_from_its_slab_checkpoint() {
             assert_eq!(slab_checkpoints(&out), 0);
         }
     }
-    assert!(resumed_mid_case >= 3, "only {resumed_mid_case} of 6 final runs resumed a case from a slab checkpoint");
+    assert!(resumed_mid_case >= 3, "only {resumed_mid_case} of 10 final runs resumed a case from a slab checkpoint");
 }
 
 /// SIGTERM saves the case in flight at its next slab boundary: `status` shows it, and the

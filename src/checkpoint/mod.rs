@@ -256,7 +256,15 @@ pub fn describe_cases(added: &[&String], removed: &[&String]) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Outcome {
-    Done { result: CaseResult, slabs: usize, bytes: u64 },
+    Done {
+        result: CaseResult,
+        slabs: usize,
+        bytes: u64,
+        /// Every input file the case read, as it was when the case began: a rerun recomputes
+        /// the case when any differs ([`stale_inputs`]).
+        #[serde(default)]
+        inputs: Vec<InputStamp>,
+    },
     Failed { error: String },
 }
 
@@ -417,19 +425,48 @@ impl Journal {
     }
 }
 
-/// What identifies an input file's contents for a slab checkpoint: a file replaced since makes
-/// the checkpoint stale (the case then starts over).
+/// Why a finished case's inputs no longer match its record (`None`: they do): the first
+/// file that changed, appeared or disappeared, named relative to the first of `roots` holding
+/// it (the case's folder, then the corpus root). Files are compared by
+/// size and modification time (a file touched without a change counts as changed: the case is
+/// recomputed, to the same result).
+pub fn stale_inputs(recorded: &[InputStamp], now: &[PathBuf], roots: &[&Path]) -> Option<String> {
+    let name = |p: &Path| {
+        let rel = roots.iter().find_map(|r| p.strip_prefix(r).ok());
+        rel.unwrap_or(p).display().to_string()
+    };
+    if recorded.is_empty() {
+        return Some("recorded without input stamps".into());
+    }
+    for path in now {
+        match recorded.iter().find(|s| s.path == *path) {
+            None => return Some(format!("{} added", name(path))),
+            Some(s) => match InputStamp::of(path) {
+                Ok(n) if n == *s => {}
+                Ok(_) => return Some(format!("{} changed", name(path))),
+                Err(e) => return Some(format!("{}: {e}", name(path))),
+            },
+        }
+    }
+    recorded.iter().find(|s| !now.contains(&s.path)).map(|s| format!("{} removed", name(&s.path)))
+}
+
+/// What identifies an input file's contents: a file replaced since makes a slab checkpoint
+/// stale (the case then starts over) and a finished case's record too (it is recomputed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputStamp {
     pub path: PathBuf,
     pub len: u64,
-    pub modified_ns: u128,
+    /// Nanoseconds since 1970 (u64: until 2554; serde cannot read a u128 inside the flattened
+    /// record).
+    pub modified_ns: u64,
 }
 
 impl InputStamp {
     pub fn of(path: &Path) -> std::io::Result<InputStamp> {
         let m = std::fs::metadata(path)?;
-        let modified_ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let modified_ns =
+            m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         Ok(InputStamp { path: path.to_owned(), len: m.len(), modified_ns })
     }
 }

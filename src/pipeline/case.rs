@@ -47,6 +47,8 @@ pub struct CaseReport {
     pub reserved: u64,
     /// Decoded voxel bytes streamed.
     pub bytes: u64,
+    /// The input files as they were when the case began.
+    pub inputs: Vec<InputStamp>,
 }
 
 /// Bytes of one volume's slab as decoded.
@@ -327,7 +329,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
     }
 
     let depth = sinks[0].writer.slab_depth();
-    let mut report = CaseReport { reserved: need, ..Default::default() };
+    let mut report = CaseReport { reserved: need, inputs: stamps.clone(), ..Default::default() };
     let mut start_z = 0;
     if let Some(cp) = &resume {
         let restored = if cp.stages.len() == stages.len() {

@@ -173,17 +173,40 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         create_dir_durable(&release).map_err(|source| RunError::Io { path: release.clone(), source })?;
     }
     let mut records = journal.records();
+    // A finished case is kept only while its input files are those it read.
+    let mut stale: Vec<(&Case, String)> = Vec::new();
     let todo: Vec<&Case> = cases
         .iter()
-        .filter(|c| !matches!(records.get(&c.id), Some(CaseRecord { outcome: Outcome::Done { .. }, .. })))
+        .filter(|c| match records.get(&c.id) {
+            Some(CaseRecord { outcome: Outcome::Done { inputs, .. }, .. }) => {
+                let now: Vec<PathBuf> = c.volumes(p).map(|v| v.into_iter().map(|v| v.path).collect()).unwrap_or_default();
+                let case_dir = c.ct.parent().unwrap_or(&p.input.root);
+                match crate::checkpoint::stale_inputs(inputs, &now, &[case_dir, &p.input.root]) {
+                    Some(why) => {
+                        stale.push((c, why));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => true,
+        })
         .collect();
-    if todo.len() < cases.len() {
+    let kept = cases.len() - todo.len();
+    if kept > 0 || !stale.is_empty() {
+        let reasons: Vec<String> = stale.iter().take(10).map(|(c, why)| format!("{} {why}", c.id)).collect();
+        let more = if stale.len() > 10 { format!("; … {} more", stale.len() - 10) } else { String::new() };
         tracing::info!(
-            finished = cases.len() - todo.len(),
-            left = todo.len(),
-            "Resuming: {} of {} cases were finished by an earlier run and are kept.",
-            cases.len() - todo.len(),
-            cases.len()
+            kept,
+            recomputed = stale.len(),
+            left = todo.len() - stale.len(),
+            "Resuming: {kept} of {} cases finished by an earlier run are kept{}.",
+            cases.len(),
+            if stale.is_empty() {
+                String::new()
+            } else {
+                format!(", {} recomputed: {}{more}", stale.len(), reasons.join("; "))
+            }
         );
     }
 
@@ -236,7 +259,12 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let outcome = match &r {
                         Ok((rep, res)) => {
                             bytes.fetch_add(rep.bytes, Ordering::Relaxed);
-                            Outcome::Done { result: res.clone(), slabs: rep.slabs, bytes: rep.bytes }
+                            Outcome::Done {
+                                result: res.clone(),
+                                slabs: rep.slabs,
+                                bytes: rep.bytes,
+                                inputs: rep.inputs.clone(),
+                            }
                         }
                         Err(e) => Outcome::Failed { error: e.clone() },
                     };
@@ -269,7 +297,11 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     }
     // The tables cover every discovered case that has a record, earlier runs' included; a
     // shard leaves them to `merge`.
-    let records: Vec<CaseRecord> = cases.iter().filter_map(|c| records.remove(&c.id)).collect();
+    // Datasets as meta.csv says now (it may have changed since a case was recorded).
+    let records: Vec<CaseRecord> = cases
+        .iter()
+        .filter_map(|c| records.remove(&c.id).map(|r| CaseRecord { dataset: c.dataset.clone(), ..r }))
+        .collect();
     let (succeeded, failures) = report::split(&records);
     let ranking = match opts.shard {
         None => report::write_outputs(p, out, &succeeded, &failures)?,

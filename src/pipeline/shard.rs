@@ -49,16 +49,14 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
     let p = Pipeline::parse(&saved, &manifest.pipeline_text, &overrides).map_err(|e| refuse(e.to_string()))?;
 
     // The corpus now must be the one the shards split.
-    let now: Vec<String> = crate::input::discover(&p)
+    let discovered = crate::input::discover(&p)
         .map_err(|e| {
             refuse(format!(
                 "cannot read the corpus to check the shards covered it ({e}); merge where {} is readable",
                 manifest.fingerprint.input.display()
             ))
-        })?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+        })?;
+    let now: Vec<String> = discovered.iter().map(|c| c.id.clone()).collect();
     if now != split.cases {
         let added: Vec<&String> = now.iter().filter(|c| split.cases.binary_search(c).is_err()).collect();
         let removed: Vec<&String> = split.cases.iter().filter(|c| now.binary_search(c).is_err()).collect();
@@ -112,7 +110,11 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
     }
     // Every case of the corpus, once: proven above.
     debug_assert_eq!(records.len(), split.cases.len());
-    let records: Vec<CaseRecord> = records.into_values().collect();
+    // Datasets as meta.csv says now, as a single-node run does.
+    let records: Vec<CaseRecord> = discovered
+        .into_iter()
+        .filter_map(|c| records.remove(&c.id).map(|r| CaseRecord { dataset: c.dataset, ..r }))
+        .collect();
     let (succeeded, failures) = report::split(&records);
     let ranking = report::write_outputs(&p, out, &succeeded, &failures)?;
     Ok(MergeSummary { shards: count, succeeded: succeeded.len(), failures, ranking })
