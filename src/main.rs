@@ -114,6 +114,10 @@ enum Command {
         /// The number of shards, for `--shard auto` in a Kubernetes Indexed Job.
         #[arg(long, value_name = "N")]
         shards: Option<usize>,
+        /// Say what the run would do (cases to compute, recompute and why, resume, keep, drop)
+        /// and do nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write an HTML page of a run's ranking: attention size per case by dataset (Figure 4 of
     /// the paper, flagged cases marked) and the ranking table.
@@ -243,7 +247,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { pipeline, input, output, memory_limit, fresh, shard, shards } => {
+        Command::Run { pipeline, input, output, memory_limit, fresh, shard, shards, dry_run } => {
             let overrides = Overrides { input, output, memory_limit };
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
@@ -261,6 +265,19 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::from(2));
                     }
                 };
+            if dry_run {
+                let opts = RunOptions { fresh, stop: None, shard };
+                return match slabflow::pipeline::dry_run::dry_run(&p, &opts) {
+                    Ok(plan) => {
+                        plan.print();
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        Ok(ExitCode::from(2))
+                    }
+                };
+            }
             run(&p, fresh, shard)
         }
         Command::Report { output, to } => {

@@ -53,6 +53,20 @@ fn a_new_prediction_recomputes_its_case_only_and_equals_a_fresh_run() {
     // A new round's prediction for one case and class (same grid, other values).
     let case = corpus.join("BDMAP_00000001/predictions/unet");
     std::fs::copy(case.join("spleen.nii.gz"), case.join("liver.nii.gz")).unwrap();
+    // Said before done, and nothing written meanwhile (the journal included).
+    let everything = util::tree(&out);
+    let o = util::bin()
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        plan.contains("0 to compute\n1 to recompute\n  BDMAP_00000001 predictions/unet/liver.nii.gz changed\n0 to resume\n2 to keep\n0 to drop"),
+        "{plan}"
+    );
+    assert_eq!(util::tree(&out), everything, "a dry run writes nothing");
     let said = rerun(&p, &corpus, &out);
     assert!(
         said.contains("2 of 3 cases finished by an earlier run are kept, 1 recomputed: BDMAP_00000001 predictions/unet/liver.nii.gz changed"),

@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod case;
 pub mod config;
+pub mod dry_run;
 pub mod html;
 pub mod report;
 pub mod run;

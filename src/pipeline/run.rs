@@ -173,25 +173,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         create_dir_durable(&release).map_err(|source| RunError::Io { path: release.clone(), source })?;
     }
     let mut records = journal.records();
-    // A finished case is kept only while its input files are those it read.
-    let mut stale: Vec<(&Case, String)> = Vec::new();
-    let todo: Vec<&Case> = cases
-        .iter()
-        .filter(|c| match records.get(&c.id) {
-            Some(CaseRecord { outcome: Outcome::Done { inputs, .. }, .. }) => {
-                let now: Vec<PathBuf> = c.volumes(p).map(|v| v.into_iter().map(|v| v.path).collect()).unwrap_or_default();
-                let case_dir = c.ct.parent().unwrap_or(&p.input.root);
-                match crate::checkpoint::stale_inputs(inputs, &now, &[case_dir, &p.input.root]) {
-                    Some(why) => {
-                        stale.push((c, why));
-                        true
-                    }
-                    None => false,
-                }
-            }
-            _ => true,
-        })
-        .collect();
+    let (todo, stale) = triage(p, &cases, &records);
     let kept = cases.len() - todo.len();
     if kept > 0 || !stale.is_empty() {
         let reasons: Vec<String> = stale.iter().take(10).map(|(c, why)| format!("{} {why}", c.id)).collect();
@@ -413,6 +395,35 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+}
+
+/// The cases a run must (re)compute, of `cases`, given the journal's `records`, and those
+/// among them that were finished but whose input files changed since (with why). A finished
+/// case is kept only while its input files are those it read.
+pub(crate) fn triage<'a>(
+    p: &Pipeline,
+    cases: &'a [Case],
+    records: &std::collections::BTreeMap<String, CaseRecord>,
+) -> (Vec<&'a Case>, Vec<(&'a Case, String)>) {
+    let mut stale = Vec::new();
+    let todo = cases
+        .iter()
+        .filter(|c| match records.get(&c.id) {
+            Some(CaseRecord { outcome: Outcome::Done { inputs, .. }, .. }) => {
+                let now: Vec<PathBuf> = c.volumes(p).map(|v| v.into_iter().map(|v| v.path).collect()).unwrap_or_default();
+                let case_dir = c.ct.parent().unwrap_or(&p.input.root);
+                match crate::checkpoint::stale_inputs(inputs, &now, &[case_dir, &p.input.root]) {
+                    Some(why) => {
+                        stale.push((*c, why));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => true,
+        })
+        .collect();
+    (todo, stale)
 }
 
 /// Whether the pipeline exports the release layout (`assemble` with `export_nifti`).

@@ -1,0 +1,135 @@
+//! `slabflow run … --dry-run`: what a run would do, said before doing it — cases to compute,
+//! recompute (with why), keep, and drop from the tables — from the output's manifest and
+//! journal as they are.
+//!
+//! Invariant: reads only (no lock, no file written, no input file opened beyond listing the
+//! corpus and the stat of each file), so it is safe beside a live run.
+
+use std::collections::BTreeMap;
+
+use crate::checkpoint::{CaseRecord, Journal, Manifest, Outcome, Split};
+use crate::input;
+use crate::pipeline::config::Pipeline;
+use crate::pipeline::run::{RunError, RunOptions, triage};
+
+/// What a run would do.
+#[derive(Debug, Default)]
+pub struct DryRun {
+    /// Why the run would be refused (nothing else then happens).
+    pub refused: Option<String>,
+    /// The whole output would be started over first (why).
+    pub start_over: Option<String>,
+    /// Cases computed for the first time (or redone after a failure: with its error).
+    pub compute: Vec<(String, Option<String>)>,
+    /// Finished cases whose input files changed: recomputed, with why.
+    pub recompute: Vec<(String, String)>,
+    /// Cases caught mid-way: resumed from the slice their slab checkpoint reached.
+    pub resume: Vec<(String, usize, usize)>,
+    /// Finished cases kept as they are.
+    pub keep: Vec<String>,
+    /// Cases recorded but no longer in the corpus: left out of the tables.
+    pub drop: Vec<String>,
+}
+
+/// What `slabflow run` with `p` and `opts` would do on its output now.
+pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
+    let all = input::discover(p)?;
+    let cases = match opts.shard {
+        Some(s) => s.select(all.clone()),
+        None => all.clone(),
+    };
+    let out = &p.output.dir;
+    let mut plan = DryRun::default();
+    let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+    let want = Manifest::new(&p.text, &p.input.root, opts.shard.map(|s| Split { shards: s.count, cases: ids }));
+    let everything = |plan: &mut DryRun, why: String| {
+        plan.start_over = Some(why);
+        plan.compute = cases.iter().map(|c| (c.id.clone(), None)).collect();
+    };
+    if Journal::tombstone_of(&out.join(Journal::DIR)).exists() {
+        everything(&mut plan, "an earlier --fresh was interrupted; it is finished first".into());
+        return Ok(plan);
+    }
+    let manifest = match Manifest::read(out) {
+        Err(e) if opts.fresh => {
+            everything(&mut plan, format!("--fresh ({e})"));
+            return Ok(plan);
+        }
+        Err(e) => {
+            plan.refused = Some(e.to_string());
+            return Ok(plan);
+        }
+        Ok(m) => m,
+    };
+    let conflict = manifest.as_ref().and_then(|m| m.conflict(&want, out));
+    match (&manifest, conflict) {
+        (Some(_), Some(c)) if opts.fresh => {
+            everything(&mut plan, format!("--fresh clears the conflict: {}", c.to_string().lines().next().unwrap_or("")));
+            return Ok(plan);
+        }
+        (Some(_), Some(c)) => {
+            plan.refused = Some(c.to_string());
+            return Ok(plan);
+        }
+        (Some(_), None) if opts.fresh && opts.shard.is_none() => {
+            everything(&mut plan, "--fresh".into());
+            return Ok(plan);
+        }
+        (None, _) => {
+            plan.compute = cases.iter().map(|c| (c.id.clone(), None)).collect();
+            return Ok(plan);
+        }
+        _ => {}
+    }
+    let m = manifest.expect("matched above");
+    let journal = Journal::at(Journal::dir_of(out, opts.shard), &m.run_id);
+    let records: BTreeMap<String, CaseRecord> = if opts.fresh { BTreeMap::new() } else { journal.records() };
+    let (todo, stale) = triage(p, &cases, &records);
+    let stale_ids: Vec<&str> = stale.iter().map(|(c, _)| c.id.as_str()).collect();
+    plan.recompute = stale.iter().map(|(c, why)| (c.id.clone(), why.clone())).collect();
+    for c in &todo {
+        if stale_ids.contains(&c.id.as_str()) {
+            continue;
+        }
+        match (records.get(&c.id), journal.load_slab(&c.id)) {
+            (_, Some(cp)) if !opts.fresh => plan.resume.push((c.id.clone(), cp.z, cp.nz)),
+            (Some(CaseRecord { outcome: Outcome::Failed { error }, .. }), _) => {
+                plan.compute.push((c.id.clone(), Some(error.clone())))
+            }
+            _ => plan.compute.push((c.id.clone(), None)),
+        }
+    }
+    plan.keep = cases.iter().filter(|c| !todo.iter().any(|t| t.id == c.id)).map(|c| c.id.clone()).collect();
+    plan.drop = records.keys().filter(|id| !cases.iter().any(|c| &c.id == *id)).cloned().collect();
+    Ok(plan)
+}
+
+impl DryRun {
+    /// The plan as a person reads it.
+    pub fn print(&self) {
+        if let Some(why) = &self.refused {
+            println!("would refuse: {why}");
+            return;
+        }
+        if let Some(why) = &self.start_over {
+            println!("would start the output over ({why})");
+        }
+        let list = |v: Vec<String>| {
+            for line in v.iter().take(20) {
+                println!("  {line}");
+            }
+            if v.len() > 20 {
+                println!("  … and {} more", v.len() - 20);
+            }
+        };
+        println!("{} to compute", self.compute.len());
+        list(self.compute.iter().map(|(id, e)| e.as_ref().map_or(id.clone(), |e| format!("{id} (failed before: {e})"))).collect());
+        println!("{} to recompute", self.recompute.len());
+        list(self.recompute.iter().map(|(id, why)| format!("{id} {why}")).collect());
+        println!("{} to resume", self.resume.len());
+        list(self.resume.iter().map(|(id, z, nz)| format!("{id} from slice {z} of {nz}")).collect());
+        println!("{} to keep", self.keep.len());
+        println!("{} to drop from the tables (no longer in the corpus)", self.drop.len());
+        list(self.drop.clone());
+    }
+}
