@@ -399,6 +399,27 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             for (id, e) in st.failed.iter().take(20) {
                 println!("  failed {id}: {e}");
             }
+            // What the same run would do now (the corpus may have changed since).
+            let saved = slabflow::checkpoint::Manifest::read(&output).ok().flatten().filter(|m| m.split.is_none());
+            let plan = saved.and_then(|m| {
+                let overrides =
+                    Overrides { input: Some(m.fingerprint.input.clone()), output: Some(output.clone()), memory_limit: None };
+                let p = Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides).ok()?;
+                slabflow::pipeline::dry_run::dry_run(&p, &RunOptions::default()).ok()
+            });
+            if let Some(plan) = plan.filter(|p| p.refused.is_none()) {
+                println!(
+                    "next run: {} to compute, {} to recompute, {} to resume, {} to keep, {} to drop",
+                    plan.compute.len(),
+                    plan.recompute.len(),
+                    plan.resume.len(),
+                    plan.keep.len(),
+                    plan.drop.len()
+                );
+                for (id, why) in plan.recompute.iter().take(20) {
+                    println!("  recompute {id}: {why}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { pipeline } => match Pipeline::load(&pipeline, &Overrides::default()) {

@@ -67,6 +67,13 @@ fn a_new_prediction_recomputes_its_case_only_and_equals_a_fresh_run() {
         "{plan}"
     );
     assert_eq!(util::tree(&out), everything, "a dry run writes nothing");
+    let st = util::slabflow(&["status", "--output", out.to_str().unwrap()]);
+    let st = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(
+        st.contains("next run: 0 to compute, 1 to recompute, 0 to resume, 2 to keep, 0 to drop")
+            && st.contains("recompute BDMAP_00000001: predictions/unet/liver.nii.gz changed"),
+        "{st}"
+    );
     let said = rerun(&p, &corpus, &out);
     assert!(
         said.contains("2 of 3 cases finished by an earlier run are kept, 1 recomputed: BDMAP_00000001 predictions/unet/liver.nii.gz changed"),
