@@ -354,8 +354,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { output } => {
             let discover = |m: &slabflow::checkpoint::Manifest| {
-                let overrides =
-                    Overrides { input: Some(m.fingerprint.input.clone()), output: Some(output.clone()), memory_limit: None };
+                let overrides = Overrides {
+                    input: Some(m.fingerprint.input.clone()),
+                    output: Some(output.clone()),
+                    memory_limit: None,
+                };
                 let saved = slabflow::checkpoint::Manifest::path(&output);
                 Pipeline::parse(&saved, &m.pipeline_text, &overrides)
                     .ok()
@@ -402,9 +405,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // What the same run would do now (the corpus may have changed since).
             let saved = slabflow::checkpoint::Manifest::read(&output).ok().flatten().filter(|m| m.split.is_none());
             let plan = saved.and_then(|m| {
-                let overrides =
-                    Overrides { input: Some(m.fingerprint.input.clone()), output: Some(output.clone()), memory_limit: None };
-                let p = Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides).ok()?;
+                let overrides = Overrides {
+                    input: Some(m.fingerprint.input.clone()),
+                    output: Some(output.clone()),
+                    memory_limit: None,
+                };
+                let p = Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides)
+                    .ok()?;
                 slabflow::pipeline::dry_run::dry_run(&p, &RunOptions::default()).ok()
             });
             if let Some(plan) = plan.filter(|p| p.refused.is_none()) {

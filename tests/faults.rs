@@ -198,7 +198,12 @@ impl World {
             }
             for r in recover {
                 let o = plain(&r(&out));
-                assert!(o.status.success(), "{name}: after {f:?}, `{}` failed: {}", r(&out).join(" "), util::stderr(&o));
+                assert!(
+                    o.status.success(),
+                    "{name}: after {f:?}, `{}` failed: {}",
+                    r(&out).join(" "),
+                    util::stderr(&o)
+                );
             }
             let got = outputs(&out);
             if got != self.reference {

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime};
 fn pipeline(dir: &Path, name: &str, budget: &str) -> PathBuf {
     let p = util::convert_pipeline(
         dir,
-        &format!("[runtime]\nslab_depth = 4\n\n[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"rank\"\nbudget = {budget}\n"),
+        &format!(
+            "[runtime]\nslab_depth = 4\n\n[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"rank\"\nbudget = {budget}\n"
+        ),
     );
     let named = dir.join(name);
     std::fs::rename(&p, &named).unwrap();
@@ -330,8 +332,10 @@ fn review_holds_exactly_the_flagged_cases() {
     std::fs::write(&broken2, kept2).unwrap();
     assert!(run(&p, &corpus, &out, &[]).status.success());
     let names = |d: &Path| {
-        let mut v: Vec<String> =
-            std::fs::read_dir(d.join("review")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(d.join("review"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         v.sort();
         v
     };

@@ -95,9 +95,18 @@ fn touched_removed_and_added_files_cases_and_meta_csv() {
     rerun(&p, &corpus, &out);
 
     // Touched, not changed: size and time are what is compared, so the case is recomputed.
-    let ct = ["ct.nii.gz", "ct.nii"].map(|n| corpus.join("BDMAP_00000002").join(n)).into_iter().find(|p| p.exists()).unwrap();
+    let ct = ["ct.nii.gz", "ct.nii"]
+        .map(|n| corpus.join("BDMAP_00000002").join(n))
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap();
     let ct_name = ct.file_name().unwrap().to_string_lossy().into_owned();
-    std::fs::File::options().append(true).open(&ct).unwrap().set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&ct)
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
     let said = rerun(&p, &corpus, &out);
     assert!(said.contains(&format!("1 recomputed: BDMAP_00000002 {ct_name} changed")), "{said}");
     let same = t.path().join("same");
@@ -120,7 +129,10 @@ fn touched_removed_and_added_files_cases_and_meta_csv() {
     let meta = std::fs::read_to_string(corpus.join("meta.csv")).unwrap();
     std::fs::write(corpus.join("meta.csv"), meta.replace("BDMAP_00000001,BTCV", "BDMAP_00000001,AMOS")).unwrap();
     let said = rerun(&p, &corpus, &out);
-    assert!(said.contains("3 of 3 cases finished by an earlier run are kept.") && !said.contains("recomputed:"), "{said}");
+    assert!(
+        said.contains("3 of 3 cases finished by an earlier run are kept.") && !said.contains("recomputed:"),
+        "{said}"
+    );
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(metrics.contains("BDMAP_00000001,AMOS") && !metrics.contains("BTCV"), "{metrics}");
 

@@ -110,7 +110,11 @@ fn finished_cases_are_not_recomputed() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert!(util::stderr(&o).contains("Resuming: 3 of 3 cases finished by an earlier run are kept."), "{}", util::stderr(&o));
+    assert!(
+        util::stderr(&o).contains("Resuming: 3 of 3 cases finished by an earlier run are kept."),
+        "{}",
+        util::stderr(&o)
+    );
     assert_eq!(std::fs::metadata(&chunk).unwrap().modified().unwrap(), before, "a finished case was rewritten");
 }
 

@@ -64,9 +64,7 @@ impl Hold {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error(
-        "output directory {dir} is in use by another slabflow run ({holder}); wait for it or use another --output"
-    )]
+    #[error("output directory {dir} is in use by another slabflow run ({holder}); wait for it or use another --output")]
     Busy { dir: PathBuf, holder: String },
     #[error("locking {path}: {source}")]
     Io {
@@ -182,7 +180,10 @@ fn judge(owner: Option<&Owner>, modified: SystemTime, expiry: u64) -> Liveness {
     if let Some(o) = owner {
         // The process table decides only for a holder in this very process table: same host,
         // same boot, same PID namespace, and its /proc entry readable to us (not `hidepid`).
-        let here = o.host == hostname() && !o.boot_id.is_empty() && o.boot_id == boot_id() && !o.pid_ns.is_empty()
+        let here = o.host == hostname()
+            && !o.boot_id.is_empty()
+            && o.boot_id == boot_id()
+            && !o.pid_ns.is_empty()
             && o.pid_ns == pid_ns();
         let proc_visible = Path::new("/proc/self/stat").exists() && Path::new("/proc/1").exists();
         if here && proc_visible {

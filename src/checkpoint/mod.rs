@@ -194,7 +194,10 @@ impl Manifest {
             return changed(format!("slabflow {} then, {} now", before.slabflow, now.slabflow));
         }
         if before.pipeline != now.pipeline {
-            return changed(format!("the pipeline file changed: {}", describe_change(&self.pipeline_text, &want.pipeline_text)));
+            return changed(format!(
+                "the pipeline file changed: {}",
+                describe_change(&self.pipeline_text, &want.pipeline_text)
+            ));
         }
         if before.input != now.input {
             return changed(format!("input {} then, {} now", before.input.display(), now.input.display()));
@@ -225,7 +228,8 @@ impl Manifest {
                         out.display(),
                         describe_cases(&added, &removed)
                     ),
-                    "its shards work on the cases it began with, so that they never overlap; restore the corpus, or ".into(),
+                    "its shards work on the cases it began with, so that they never overlap; restore the corpus, or "
+                        .into(),
                 )
             }
             _ => None,
@@ -265,7 +269,9 @@ pub enum Outcome {
         #[serde(default)]
         inputs: Vec<InputStamp>,
     },
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -465,8 +471,7 @@ pub struct InputStamp {
 impl InputStamp {
     pub fn of(path: &Path) -> std::io::Result<InputStamp> {
         let m = std::fs::metadata(path)?;
-        let modified_ns =
-            m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let modified_ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         Ok(InputStamp { path: path.to_owned(), len: m.len(), modified_ns })
     }
 }

@@ -70,4 +70,3 @@ impl Shard {
         Shard::parse(&format!("{k}/{n}")).ok()
     }
 }
-

@@ -53,7 +53,13 @@ impl VolumeWriter {
             Sink::Plain(file)
         };
         write(&mut sink, &Self::header_bytes(header)).map_err(|e| e.at(path))?;
-        Ok(VolumeWriter { path: path.to_owned(), tmp, sink: Some(sink), slice_bytes: h.slice_bytes(), slices_left: h.shape()[2] })
+        Ok(VolumeWriter {
+            path: path.to_owned(),
+            tmp,
+            sink: Some(sink),
+            slice_bytes: h.slice_bytes(),
+            slices_left: h.shape()[2],
+        })
     }
 
     /// Appends one z-slice of little-endian bytes (`nx * ny * size`).

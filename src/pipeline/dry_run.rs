@@ -64,7 +64,10 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
     let conflict = manifest.as_ref().and_then(|m| m.conflict(&want, out));
     match (&manifest, conflict) {
         (Some(_), Some(c)) if opts.fresh => {
-            everything(&mut plan, format!("--fresh clears the conflict: {}", c.to_string().lines().next().unwrap_or("")));
+            everything(
+                &mut plan,
+                format!("--fresh clears the conflict: {}", c.to_string().lines().next().unwrap_or("")),
+            );
             return Ok(plan);
         }
         (Some(_), Some(c)) => {
@@ -123,7 +126,12 @@ impl DryRun {
             }
         };
         println!("{} to compute", self.compute.len());
-        list(self.compute.iter().map(|(id, e)| e.as_ref().map_or(id.clone(), |e| format!("{id} (failed before: {e})"))).collect());
+        list(
+            self.compute
+                .iter()
+                .map(|(id, e)| e.as_ref().map_or(id.clone(), |e| format!("{id} (failed before: {e})")))
+                .collect(),
+        );
         println!("{} to recompute", self.recompute.len());
         list(self.recompute.iter().map(|(id, why)| format!("{id} {why}")).collect());
         println!("{} to resume", self.resume.len());

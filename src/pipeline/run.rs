@@ -410,7 +410,8 @@ pub(crate) fn triage<'a>(
         .iter()
         .filter(|c| match records.get(&c.id) {
             Some(CaseRecord { outcome: Outcome::Done { inputs, .. }, .. }) => {
-                let now: Vec<PathBuf> = c.volumes(p).map(|v| v.into_iter().map(|v| v.path).collect()).unwrap_or_default();
+                let now: Vec<PathBuf> =
+                    c.volumes(p).map(|v| v.into_iter().map(|v| v.path).collect()).unwrap_or_default();
                 let case_dir = c.ct.parent().unwrap_or(&p.input.root);
                 match crate::checkpoint::stale_inputs(inputs, &now, &[case_dir, &p.input.root]) {
                     Some(why) => {

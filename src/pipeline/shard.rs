@@ -40,22 +40,18 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
     let (_lock, manifest) = start::start_merge(out)?;
     let split = manifest.split.as_ref().expect("start_merge checks");
     let count = split.shards;
-    let overrides = Overrides {
-        input: Some(manifest.fingerprint.input.clone()),
-        output: Some(out.to_owned()),
-        memory_limit: None,
-    };
+    let overrides =
+        Overrides { input: Some(manifest.fingerprint.input.clone()), output: Some(out.to_owned()), memory_limit: None };
     let saved = Manifest::path(out);
     let p = Pipeline::parse(&saved, &manifest.pipeline_text, &overrides).map_err(|e| refuse(e.to_string()))?;
 
     // The corpus now must be the one the shards split.
-    let discovered = crate::input::discover(&p)
-        .map_err(|e| {
-            refuse(format!(
-                "cannot read the corpus to check the shards covered it ({e}); merge where {} is readable",
-                manifest.fingerprint.input.display()
-            ))
-        })?;
+    let discovered = crate::input::discover(&p).map_err(|e| {
+        refuse(format!(
+            "cannot read the corpus to check the shards covered it ({e}); merge where {} is readable",
+            manifest.fingerprint.input.display()
+        ))
+    })?;
     let now: Vec<String> = discovered.iter().map(|c| c.id.clone()).collect();
     if now != split.cases {
         let added: Vec<&String> = now.iter().filter(|c| split.cases.binary_search(c).is_err()).collect();

@@ -191,7 +191,9 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
                             continue;
                         }
                         let why = match conflict {
-                            Some(CheckpointError::Unreadable { path, .. }) => format!("{} cannot be read", path.display()),
+                            Some(CheckpointError::Unreadable { path, .. }) => {
+                                format!("{} cannot be read", path.display())
+                            }
                             Some(CheckpointError::Conflict { what, .. }) => what,
                             Some(CheckpointError::Changed { what, .. }) => what,
                             Some(c) => c.to_string(),
@@ -276,8 +278,19 @@ pub fn start_merge(out: &Path) -> Result<(OutputLock, Manifest), RunError> {
     }
     let manifest = match Manifest::read(out)? {
         Some(m) if m.split.is_some() => m,
-        Some(_) => return Err(refuse(format!("{} holds a single-node run, not a sharded one: nothing to merge", out.display()))),
-        None => return Err(refuse(format!("{} holds no sharded run (no {})", out.display(), Manifest::path(out).display()))),
+        Some(_) => {
+            return Err(refuse(format!(
+                "{} holds a single-node run, not a sharded one: nothing to merge",
+                out.display()
+            )));
+        }
+        None => {
+            return Err(refuse(format!(
+                "{} holds no sharded run (no {})",
+                out.display(),
+                Manifest::path(out).display()
+            )));
+        }
     };
     sweep_temp_files(out).map_err(io(out))?;
     Ok((held, manifest))

@@ -228,7 +228,8 @@ pub fn remove_unlisted(out: &Path, rows: &[Vec<String>]) -> Result<(), String> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !rows.iter().skip(1).any(|r| r[1] == name) {
-            crate::checkpoint::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            crate::checkpoint::durable::remove_path(&e.path())
+                .map_err(|err| format!("{}: {err}", e.path().display()))?;
         }
     }
     Ok(())
