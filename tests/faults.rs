@@ -13,16 +13,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// Every file of an output but the journal and the locks, by relative path.
-fn outputs(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut t = util::tree(out);
-    t.retain(|p, _| {
-        let top = p.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
-        !matches!(top.as_str(), ".slabflow" | ".slabflow.lock" | ".slabflow.leases")
-    });
-    t
-}
-
 /// A fault to inject: the `at`-th call among `classes`, killed or failed with `errno`.
 #[derive(Clone, Copy, Debug)]
 struct Fault {
@@ -134,7 +124,7 @@ impl World {
         let reference = w.dir.join("reference");
         let o = plain(&w.run(&reference, &[]));
         assert!(o.status.success(), "{}", util::stderr(&o));
-        w.reference = outputs(&reference);
+        w.reference = util::outputs(&reference);
         assert!(w.reference.keys().any(|p| p.starts_with("release")) == export);
         assert!(w.reference.keys().any(|p| p.starts_with("review")));
         w
@@ -205,7 +195,7 @@ impl World {
                     util::stderr(&o)
                 );
             }
-            let got = outputs(&out);
+            let got = util::outputs(&out);
             if got != self.reference {
                 let differ: Vec<&PathBuf> = self
                     .reference

@@ -49,6 +49,34 @@ fn foreign_lease(out: &Path, name: &str, what: &str, age: Duration) {
     f.set_modified(SystemTime::now() - age).unwrap();
 }
 
+/// `slabflow run` held alive mid-run: stopped (SIGSTOP, by the fault shim) at its `at`-th
+/// sync, with `envs` set; returned once it is stopped.
+fn stopped_at_sync(p: &Path, corpus: &Path, out: &Path, at: u32, envs: &[(&str, &str)]) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_slabflow"))
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env("LD_PRELOAD", util::fault_shim())
+        .env("SLABFLOW_FAULT_CLASSES", "s")
+        .env("SLABFLOW_FAULT_AT", at.to_string())
+        .env("SLABFLOW_FAULT_SIGNAL", "19")
+        .envs(envs.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
+            .unwrap_or(false)
+    };
+    let t0 = std::time::Instant::now();
+    while !stopped() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the run never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
 #[test]
 fn overlapping_splits_and_pipelines_are_refused_and_fresh_clears_them() {
     let t = tempfile::tempdir().unwrap();
@@ -142,32 +170,10 @@ fn the_lease_guards_where_os_locks_do_not() {
     // Where flock fails (Lustre noflock: ENOSYS), two runs on this host still exclude each
     // other: the first is held alive mid-run (SIGSTOP at its first sync) holding its lease.
     let out2 = t.path().join("out2");
-    let shim = util::fault_shim();
-    let first = Command::new(env!("CARGO_BIN_EXE_slabflow"))
-        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out2.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .env("LD_PRELOAD", shim)
-        .env("SLABFLOW_FAULT_FLOCK", "38")
-        .env("SLABFLOW_FAULT_CLASSES", "s")
-        .env("SLABFLOW_FAULT_AT", "8")
-        .env("SLABFLOW_FAULT_SIGNAL", "19")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stopped = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
-            .unwrap_or(false)
-    };
-    let t0 = std::time::Instant::now();
-    while !stopped(first.id()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the first run never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let first = stopped_at_sync(&p, &corpus, &out2, 8, &[("SLABFLOW_FAULT_FLOCK", "38")]);
     let second = util::bin()
         .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out2.to_str().unwrap()])
-        .env("LD_PRELOAD", shim)
+        .env("LD_PRELOAD", util::fault_shim())
         .env("SLABFLOW_FAULT_FLOCK", "38")
         .output()
         .unwrap();
@@ -205,28 +211,7 @@ fn a_run_whose_lease_was_taken_over_exits_at_once() {
     let p = pipeline(t.path(), "p.toml", "0.3");
     let out = t.path().join("out");
     // Frozen after its first case (as by a long NFS outage), past a one-second expiry.
-    let run = Command::new(env!("CARGO_BIN_EXE_slabflow"))
-        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .env("SLABFLOW_LEASE_SECS", "1")
-        .env("LD_PRELOAD", util::fault_shim())
-        .env("SLABFLOW_FAULT_CLASSES", "s")
-        .env("SLABFLOW_FAULT_AT", "16")
-        .env("SLABFLOW_FAULT_SIGNAL", "19")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let state = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('T')))
-            .unwrap_or(false)
-    };
-    let t0 = std::time::Instant::now();
-    while !state(run.id()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the run never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let run = stopped_at_sync(&p, &corpus, &out, 16, &[("SLABFLOW_LEASE_SECS", "1")]);
     // Another node takes the expired lease over meanwhile.
     std::thread::sleep(Duration::from_millis(1200));
     let finished: Vec<(String, std::collections::BTreeMap<PathBuf, Vec<u8>>)> =

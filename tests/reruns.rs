@@ -6,7 +6,6 @@
 
 mod util;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime};
@@ -16,13 +15,6 @@ fn pipeline(dir: &Path) -> PathBuf {
         dir,
         "[runtime]\nslab_depth = 4\n\n[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"metrics\"\n\n[[stages]]\nkind = \"rank\"\nbudget = 0.4\n",
     )
-}
-
-/// Every output but the journal and locks.
-fn outputs(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut t = util::tree(out);
-    t.retain(|p, _| !p.components().next().unwrap().as_os_str().to_string_lossy().starts_with(".slabflow"));
-    t
 }
 
 fn rerun(p: &Path, corpus: &Path, out: &Path) -> String {
@@ -82,7 +74,7 @@ fn a_new_prediction_recomputes_its_case_only_and_equals_a_fresh_run() {
     assert_eq!(modified(&untouched), before, "the other cases are not rewritten");
     let fresh = t.path().join("fresh");
     rerun(&p, &corpus, &fresh);
-    assert_eq!(outputs(&out), outputs(&fresh), "the rerun equals a fresh run on the new corpus");
+    assert_eq!(util::outputs(&out), util::outputs(&fresh), "the rerun equals a fresh run on the new corpus");
 }
 
 #[test]
@@ -111,7 +103,7 @@ fn touched_removed_and_added_files_cases_and_meta_csv() {
     assert!(said.contains(&format!("1 recomputed: BDMAP_00000002 {ct_name} changed")), "{said}");
     let same = t.path().join("same");
     rerun(&p, &corpus, &same);
-    assert_eq!(outputs(&out), outputs(&same), "recomputed to the same bytes");
+    assert_eq!(util::outputs(&out), util::outputs(&same), "recomputed to the same bytes");
 
     // A label file removed, then one added.
     let labels = corpus.join("BDMAP_00000001/segmentations");

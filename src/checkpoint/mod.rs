@@ -67,6 +67,17 @@ pub enum CheckpointError {
     },
 }
 
+impl CheckpointError {
+    /// What is wrong, without what to do about it (for a message that says that itself).
+    pub fn summary(&self) -> String {
+        match self {
+            CheckpointError::Conflict { what, .. } | CheckpointError::Changed { what, .. } => what.clone(),
+            CheckpointError::Unreadable { path, .. } => format!("{} cannot be read", path.display()),
+            e => e.to_string(),
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
     let path = path.to_owned();
     move |source| CheckpointError::Io { path, source }
@@ -176,8 +187,6 @@ impl Manifest {
         match linked {
             Ok(()) => {
                 sync_parent(&path).map_err(io_err(&path))?;
-                write_atomic(&dir.join("pipeline.toml"), self.pipeline_text.as_bytes())
-                    .map_err(io_err(&dir.join("pipeline.toml")))?;
                 Ok(None)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(out),

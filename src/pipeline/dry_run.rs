@@ -64,10 +64,7 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
     let conflict = manifest.as_ref().and_then(|m| m.conflict(&want, out));
     match (&manifest, conflict) {
         (Some(_), Some(c)) if opts.fresh => {
-            everything(
-                &mut plan,
-                format!("--fresh clears the conflict: {}", c.to_string().lines().next().unwrap_or("")),
-            );
+            everything(&mut plan, format!("--fresh clears the conflict: {}", c.summary()));
             return Ok(plan);
         }
         (Some(_), Some(c)) => {

@@ -191,12 +191,7 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
                             continue;
                         }
                         let why = match conflict {
-                            Some(CheckpointError::Unreadable { path, .. }) => {
-                                format!("{} cannot be read", path.display())
-                            }
-                            Some(CheckpointError::Conflict { what, .. }) => what,
-                            Some(CheckpointError::Changed { what, .. }) => what,
-                            Some(c) => c.to_string(),
+                            Some(c) => c.summary(),
                             None => "an earlier --fresh was interrupted".into(),
                         };
                         return Err(RunError::Plan(format!(
@@ -239,7 +234,8 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
         sweep_temp_files(out).map_err(io(out))?;
         let saved = out.join(Journal::DIR).join("pipeline.toml");
         if !saved.is_file() {
-            // Published with the manifest; a crash between the two leaves it to us.
+            // The pipeline's text for people, beside the manifest that holds it (written here,
+            // after the manifest, by whichever run finds it missing).
             write_atomic(&saved, manifest.pipeline_text.as_bytes()).map_err(io(&saved))?;
         }
         return Ok(Started { lock: held, manifest, journal, cases: mine });

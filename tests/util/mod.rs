@@ -138,6 +138,17 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// Every file of an output but the journal, the lock and the leases, by relative path (a
+/// tombstone or stray temp file counts: it is a leftover).
+pub fn outputs(out: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut t = tree(out);
+    t.retain(|p, _| {
+        let top = p.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        !matches!(top.as_str(), ".slabflow" | ".slabflow.lock" | ".slabflow.leases")
+    });
+    t
+}
+
 /// `tests/faults/shim.c` built as an LD_PRELOAD library (once per test binary), with the C
 /// compiler Rust links with: kills a run, fails a call, or stops a run at its Nth file
 /// change, or takes its OS locks away.
