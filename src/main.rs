@@ -348,6 +348,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 for (name, default, meaning) in k.params {
                     println!("    {name:<20} default {default:<10} {meaning}");
                 }
+                if k.per_case {
+                    // What a rerun goes by: a changed input of these kinds reruns the stage.
+                    let reads: Vec<String> = k.reads.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+                    let writes = if k.writes.is_empty() { "tables only".to_string() } else { k.writes.join(", ") };
+                    println!("    reads {}; writes {writes}", reads.join(", "));
+                } else {
+                    println!("    runs once over the corpus, from the journal");
+                }
                 println!();
             }
             Ok(ExitCode::SUCCESS)
@@ -402,29 +410,51 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             for (id, e) in st.failed.iter().take(20) {
                 println!("  failed {id}: {e}");
             }
-            // What the same run would do now (the corpus may have changed since).
-            let saved = slabflow::checkpoint::Manifest::read(&output).ok().flatten().filter(|m| m.split.is_none());
-            let plan = saved.and_then(|m| {
-                let overrides = Overrides {
-                    input: Some(m.fingerprint.input.clone()),
-                    output: Some(output.clone()),
-                    memory_limit: None,
-                };
-                let p = Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides)
-                    .ok()?;
-                slabflow::pipeline::dry_run::dry_run(&p, &RunOptions::default()).ok()
-            });
-            if let Some(plan) = plan.filter(|p| p.refused.is_none()) {
+            // What the same run (or each shard of it) would do now: the corpus may have
+            // changed since.
+            let saved = slabflow::checkpoint::Manifest::read(&output).ok().flatten();
+            let plans: Vec<(String, slabflow::pipeline::dry_run::DryRun)> = saved
+                .and_then(|m| {
+                    let overrides = Overrides {
+                        input: Some(m.fingerprint.input.clone()),
+                        output: Some(output.clone()),
+                        memory_limit: None,
+                    };
+                    let p =
+                        Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides)
+                            .ok()?;
+                    let runs: Vec<(String, Option<Shard>)> = match &m.split {
+                        None => vec![("next run".into(), None)],
+                        Some(split) => (0..split.shards)
+                            .map(|k| {
+                                let s = Shard { index: k, count: split.shards };
+                                (format!("next run of shard {s}"), Some(s))
+                            })
+                            .collect(),
+                    };
+                    let plans = runs.into_iter().filter_map(|(label, shard)| {
+                        let opts = RunOptions { shard, ..Default::default() };
+                        let plan = slabflow::pipeline::dry_run::dry_run(&p, &opts).ok()?;
+                        plan.refused.is_none().then_some((label, plan))
+                    });
+                    Some(plans.collect())
+                })
+                .unwrap_or_default();
+            for (label, plan) in plans {
                 println!(
-                    "next run: {} to compute, {} to recompute, {} to resume, {} to keep, {} to drop",
+                    "{label}: {} to compute, {} to recompute, {} to redo in part, {} to resume, {} to keep, {} to drop",
                     plan.compute.len(),
                     plan.recompute.len(),
+                    plan.redo.len(),
                     plan.resume.len(),
                     plan.keep.len(),
                     plan.drop.len()
                 );
                 for (id, why) in plan.recompute.iter().take(20) {
                     println!("  recompute {id}: {why}");
+                }
+                for (id, why, stages) in plan.redo.iter().take(20) {
+                    println!("  redo {id} ({why}): {}", stages.join(", "));
                 }
             }
             Ok(ExitCode::SUCCESS)

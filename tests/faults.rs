@@ -286,3 +286,23 @@ fn a_killed_recovery_of_a_killed_fresh_still_discards_everything() {
     };
     w.scenario("fresh-then-recovery", &setup, &|o| w.run(o, &[]), &[&|o| w.run(o, &[])], None);
 }
+
+#[test]
+fn a_killed_rerun_of_changed_stages_reruns_to_a_clean_runs_outputs() {
+    // The output holds a run of other stage parameters (released attention maps, another NSD
+    // tolerance, no release export): the rerun redoes those stages for every case, killed at
+    // every point; then run again: the outputs must be a clean run's of the new pipeline.
+    let w = World::new();
+    let before = w.dir.join("before.toml");
+    let text = World::text(false)
+        .replace("kind = \"attention\"", "kind = \"attention\"\nmode = \"released\"")
+        .replace("kind = \"metrics\"", "kind = \"metrics\"\nnsd_tolerance_mm = 2.0");
+    std::fs::write(&before, text).unwrap();
+    let setup = |o: &Path| {
+        let mut a = w.run(o, &[]);
+        a[1] = before.to_str().unwrap().to_string();
+        let r = plain(&a);
+        assert!(r.status.success(), "{}", util::stderr(&r));
+    };
+    w.scenario("stages", &setup, &|o| w.run(o, &[]), &[&|o| w.run(o, &[])], None);
+}

@@ -1,137 +1,381 @@
-//! Rounds of the loop (issue 14, first part): a rerun keeps a finished case only while its input
-//! files are those it read — a changed, added or removed file recomputes that case, and says
-//! so — and the outputs then equal a fresh run's on the corpus as it is. Files are compared by
-//! size and modification time: a file touched without a change recomputes its case (to the
-//! same bytes). A changed `meta.csv` updates the tables without recomputing anything.
+//! Rounds of the loop (issue 14): on corpora written by nibabel (tests/python/
+//! gen_metrics_corpus.py), a rerun redoes exactly what changed and what depends on it, says
+//! so before (`--dry-run`, `status`) and while doing it, and ends with outputs equal byte for
+//! byte to a fresh run's on the corpus and pipeline as they are:
+//! - a changed input file: that file converted again, and the stages reading its kind;
+//! - a file touched without a change (same content digest): nothing;
+//! - a corpus-level parameter (`rank.budget`): the tables and review exports from the journal,
+//!   no input file opened (checked with an LD_PRELOAD open log), no case group touched;
+//! - a per-case stage's parameter (`metrics.nsd_tolerance_mm`): that stage for every case, no
+//!   Zarr file rewritten (bytes and modification times);
+//! - a new `revised/` file: `assemble` for its case only;
+//! - cases added and removed, `meta.csv` changed, a stage removed.
 
 mod util;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-fn pipeline(dir: &Path) -> PathBuf {
-    util::convert_pipeline(
-        dir,
-        "[runtime]\nslab_depth = 4\n\n[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"metrics\"\n\n[[stages]]\nkind = \"rank\"\nbudget = 0.4\n",
-    )
+const CASES: [&str; 4] = ["aniso07", "aniso09x5", "iso15", "thin03"];
+
+/// A corpus written by nibabel: 4 cases, 3 models, 8 classes (7 annotated).
+fn corpus(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus");
+    util::python_script("gen_metrics_corpus.py", &[&corpus]);
+    corpus
 }
 
-fn rerun(p: &Path, corpus: &Path, out: &Path) -> String {
-    let o: Output = util::bin()
-        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
+/// Every stage kind, with `rank.budget`, `metrics.nsd_tolerance_mm`, and `evaluate` or not.
+fn pipeline(dir: &Path, name: &str, budget: f64, tolerance: f64, evaluate: bool) -> PathBuf {
+    let path = dir.join(name);
+    let evaluate = if evaluate { "[[stages]]\nkind = \"evaluate\"\n" } else { "" };
+    std::fs::write(
+        &path,
+        format!(
+            r#"version = 1
+[input]
+root = "corpus"
+ct = "{{case}}/ct.nii.gz"
+prediction = "{{case}}/predictions/{{model}}/{{class}}.nii.gz"
+label = "{{case}}/segmentations/{{class}}.nii.gz"
+revised = "{{case}}/revised/{{class}}.nii.gz"
+metadata = "meta.csv"
+models = ["m1", "m2", "m3"]
+classes = ["sphere", "thin", "border", "touching", "blobs", "empty_gt", "empty_both", "unlabelled"]
+[output]
+dir = "out"
+[runtime]
+slab_depth = 8
+[[stages]]
+kind = "normalize"
+[[stages]]
+kind = "attention"
+[[stages]]
+kind = "metrics"
+nsd_tolerance_mm = {tolerance:?}
+[[stages]]
+kind = "assemble"
+export_nifti = true
+{evaluate}[[stages]]
+kind = "rank"
+budget = {budget:?}
+[[stages]]
+kind = "review"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs and returns what it said; with `open_log`, every file the run opened is listed there.
+fn run(p: &Path, corpus: &Path, out: &Path, open_log: Option<&Path>) -> String {
+    let mut c = util::bin();
+    c.args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    if let Some(log) = open_log {
+        c.env("LD_PRELOAD", util::fault_shim()).env("SLABFLOW_OPEN_LOG", log);
+    }
+    let o = c.output().unwrap();
     assert!(o.status.success(), "{}", util::stderr(&o));
     util::stderr(&o)
 }
 
-fn modified(path: &Path) -> SystemTime {
-    std::fs::metadata(path).unwrap().modified().unwrap()
-}
-
-#[test]
-fn a_new_prediction_recomputes_its_case_only_and_equals_a_fresh_run() {
-    let t = tempfile::tempdir().unwrap();
-    let corpus = t.path().join("corpus");
-    util::synth(&corpus, 3, [16, 16, 8]);
-    let p = pipeline(t.path());
-    let out = t.path().join("out");
-    rerun(&p, &corpus, &out);
-    let untouched = out.join("cases/BDMAP_00000002.zarr/predictions/unet/liver/0/zarr.json");
-    let before = modified(&untouched);
-
-    // A new round's prediction for one case and class (same grid, other values).
-    let case = corpus.join("BDMAP_00000001/predictions/unet");
-    std::fs::copy(case.join("spleen.nii.gz"), case.join("liver.nii.gz")).unwrap();
-    // Said before done, and nothing written meanwhile (the journal included).
-    let everything = util::tree(&out);
+/// What `--dry-run` prints.
+fn dry_run(p: &Path, corpus: &Path, out: &Path) -> String {
     let o = util::bin()
         .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
         .arg("--dry-run")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", util::stderr(&o));
-    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every file under `dir` with its bytes and modification time.
+fn files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
+    util::tree(dir)
+        .into_iter()
+        .map(|(rel, bytes)| {
+            let t = std::fs::metadata(dir.join(&rel)).unwrap().modified().unwrap();
+            (rel, (bytes, t))
+        })
+        .collect()
+}
+
+/// The files of `before` that differ in `after` (bytes or time), appeared or went.
+fn changed(
+    before: &BTreeMap<PathBuf, (Vec<u8>, SystemTime)>,
+    after: &BTreeMap<PathBuf, (Vec<u8>, SystemTime)>,
+) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> =
+        before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k)).cloned().collect();
+    v.dedup();
+    v
+}
+
+fn touch(path: &Path) {
+    let f = std::fs::File::options().append(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn a_new_prediction_reruns_what_reads_it_and_equals_a_fresh_run() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = corpus(t.path());
+    let p = pipeline(t.path(), "p.toml", 0.25, 1.0, true);
+    let out = t.path().join("out");
+    run(&p, &corpus, &out, None);
+    let before = files(&out.join("cases"));
+
+    // A new round's prediction for one case, model and class (nibabel's bytes, other values).
+    let preds = corpus.join("iso15/predictions/m1");
+    std::fs::copy(preds.join("blobs.nii.gz"), preds.join("sphere.nii.gz")).unwrap();
+    let everything = util::tree(&out);
+    let plan = dry_run(&p, &corpus, &out);
     assert!(
-        plan.contains("0 to compute\n1 to recompute\n  BDMAP_00000001 predictions/unet/liver.nii.gz changed\n0 to resume\n2 to keep\n0 to drop"),
+        plan.contains(
+            "0 to compute\n0 to recompute\n1 to redo in part\n  iso15 predictions/m1/sphere.nii.gz changed: reruns attention, metrics, assemble, evaluate\n0 to resume\n3 to keep\n0 to drop"
+        ),
         "{plan}"
     );
     assert_eq!(util::tree(&out), everything, "a dry run writes nothing");
     let st = util::slabflow(&["status", "--output", out.to_str().unwrap()]);
     let st = String::from_utf8_lossy(&st.stdout).into_owned();
     assert!(
-        st.contains("next run: 0 to compute, 1 to recompute, 0 to resume, 2 to keep, 0 to drop")
-            && st.contains("recompute BDMAP_00000001: predictions/unet/liver.nii.gz changed"),
+        st.contains("next run: 0 to compute, 0 to recompute, 1 to redo in part, 0 to resume, 3 to keep, 0 to drop")
+            && st.contains("redo iso15 (predictions/m1/sphere.nii.gz changed): attention, metrics, assemble, evaluate"),
         "{st}"
     );
-    let said = rerun(&p, &corpus, &out);
+
+    let said = run(&p, &corpus, &out, None);
     assert!(
-        said.contains("2 of 3 cases finished by an earlier run are kept, 1 recomputed: BDMAP_00000001 predictions/unet/liver.nii.gz changed"),
+        said.contains(
+            "3 of 4 cases finished by an earlier run are kept, 1 recomputed: iso15 predictions/m1/sphere.nii.gz changed"
+        ),
         "{said}"
     );
-    assert_eq!(modified(&untouched), before, "the other cases are not rewritten");
+    let after = files(&out.join("cases"));
+    for path in changed(&before, &after) {
+        let p = path.to_string_lossy();
+        assert!(
+            p.starts_with("iso15.zarr/predictions/m1/sphere/")
+                || p.starts_with("iso15.zarr/attention/")
+                || p.starts_with("iso15.zarr/final/"),
+            "{p} was rewritten: only the new file's copy and what the stages reading it write may be"
+        );
+    }
+    assert!(changed(&before, &after).iter().any(|p| p.starts_with("iso15.zarr/predictions/m1/sphere")));
     let fresh = t.path().join("fresh");
-    rerun(&p, &corpus, &fresh);
+    run(&p, &corpus, &fresh, None);
     assert_eq!(util::outputs(&out), util::outputs(&fresh), "the rerun equals a fresh run on the new corpus");
 }
 
 #[test]
-fn touched_removed_and_added_files_cases_and_meta_csv() {
+fn touched_files_recompute_nothing_and_cases_labels_and_meta_come_and_go() {
     let t = tempfile::tempdir().unwrap();
-    let corpus = t.path().join("corpus");
-    util::synth(&corpus, 3, [16, 16, 8]);
-    let p = pipeline(t.path());
+    let corpus = corpus(t.path());
+    let p = pipeline(t.path(), "p.toml", 0.25, 1.0, true);
     let out = t.path().join("out");
-    rerun(&p, &corpus, &out);
+    run(&p, &corpus, &out, None);
+    let before = util::outputs(&out);
+    let groups = files(&out.join("cases"));
 
-    // Touched, not changed: size and time are what is compared, so the case is recomputed.
-    let ct = ["ct.nii.gz", "ct.nii"]
-        .map(|n| corpus.join("BDMAP_00000002").join(n))
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap();
-    let ct_name = ct.file_name().unwrap().to_string_lossy().into_owned();
-    std::fs::File::options()
-        .append(true)
-        .open(&ct)
-        .unwrap()
-        .set_modified(SystemTime::now() + Duration::from_secs(5))
-        .unwrap();
-    let said = rerun(&p, &corpus, &out);
-    assert!(said.contains(&format!("1 recomputed: BDMAP_00000002 {ct_name} changed")), "{said}");
-    let same = t.path().join("same");
-    rerun(&p, &corpus, &same);
-    assert_eq!(util::outputs(&out), util::outputs(&same), "recomputed to the same bytes");
+    // Touched, not changed: the content digest says so; nothing is recomputed, and the new
+    // times are recorded, so the next run does not even read the files again.
+    let (ct, pred) = (corpus.join("aniso07/ct.nii.gz"), corpus.join("aniso07/predictions/m2/thin.nii.gz"));
+    touch(&ct);
+    touch(&pred);
+    assert!(
+        dry_run(&p, &corpus, &out).contains("0 to compute\n0 to recompute\n0 to redo in part\n0 to resume\n4 to keep")
+    );
+    let said = run(&p, &corpus, &out, None);
+    assert!(
+        said.contains("4 of 4 cases finished by an earlier run are kept.") && !said.contains("recomputed:"),
+        "{said}"
+    );
+    assert_eq!(files(&out.join("cases")), groups, "no Zarr file rewritten");
+    assert_eq!(util::outputs(&out), before);
+    let log = t.path().join("opened.txt");
+    run(&p, &corpus, &out, Some(&log));
+    let opened = std::fs::read_to_string(&log).unwrap();
+    assert!(!opened.contains("aniso07/ct.nii.gz") && !opened.contains("m2/thin.nii.gz"), "{opened}");
 
-    // A label file removed, then one added.
-    let labels = corpus.join("BDMAP_00000001/segmentations");
-    let label = std::fs::read_dir(&labels).unwrap().next().expect("synth writes some labels").unwrap().path();
-    let name = label.file_name().unwrap().to_string_lossy().into_owned();
+    // A label file removed, then back: the stages that read labels rerun, for that case.
+    let label = corpus.join("iso15/segmentations/sphere.nii.gz");
     let aside = t.path().join("label.nii.gz");
     std::fs::rename(&label, &aside).unwrap();
-    let said = rerun(&p, &corpus, &out);
-    assert!(said.contains(&format!("1 recomputed: BDMAP_00000001 segmentations/{name} removed")), "{said}");
+    let plan = dry_run(&p, &corpus, &out);
+    assert!(
+        plan.contains(
+            "1 to redo in part\n  iso15 segmentations/sphere.nii.gz removed: reruns metrics, assemble, evaluate"
+        ),
+        "{plan}"
+    );
+    let said = run(&p, &corpus, &out, None);
+    assert!(said.contains("1 recomputed: iso15 segmentations/sphere.nii.gz removed"), "{said}");
+    assert!(!out.join("cases/iso15.zarr/labels/sphere").exists(), "the copy of the file gone goes too");
     std::fs::rename(&aside, &label).unwrap();
-    let said = rerun(&p, &corpus, &out);
-    assert!(said.contains(&format!("1 recomputed: BDMAP_00000001 segmentations/{name} added")), "{said}");
+    let said = run(&p, &corpus, &out, None);
+    assert!(said.contains("1 recomputed: iso15 segmentations/sphere.nii.gz added"), "{said}");
+    assert_eq!(util::outputs(&out), before, "back as it was");
 
     // meta.csv changed: the tables follow, nothing is recomputed.
     let meta = std::fs::read_to_string(corpus.join("meta.csv")).unwrap();
-    std::fs::write(corpus.join("meta.csv"), meta.replace("BDMAP_00000001,BTCV", "BDMAP_00000001,AMOS")).unwrap();
-    let said = rerun(&p, &corpus, &out);
+    std::fs::write(corpus.join("meta.csv"), meta.replace("iso15,synthetic", "iso15,AMOS")).unwrap();
+    let said = run(&p, &corpus, &out, None);
     assert!(
-        said.contains("3 of 3 cases finished by an earlier run are kept.") && !said.contains("recomputed:"),
+        said.contains("4 of 4 cases finished by an earlier run are kept.") && !said.contains("recomputed:"),
         "{said}"
     );
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert!(metrics.contains("BDMAP_00000001,AMOS") && !metrics.contains("BTCV"), "{metrics}");
+    assert!(metrics.contains("iso15,AMOS,sphere") && !metrics.contains("iso15,synthetic"), "{metrics}");
 
-    // A case removed from the corpus leaves the tables; its group stays until --fresh.
-    std::fs::rename(corpus.join("BDMAP_00000003"), t.path().join("gone")).unwrap();
-    rerun(&p, &corpus, &out);
+    // A case added: computed; a case removed: out of the tables, its group kept until --fresh.
+    let copy = corpus.join("copy15");
+    std::fs::create_dir(&copy).unwrap();
+    for e in walk(&corpus.join("iso15")) {
+        let to = copy.join(e.strip_prefix(corpus.join("iso15")).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&e, &to).unwrap();
+    }
+    std::fs::write(
+        corpus.join("meta.csv"),
+        format!("{}copy15,synthetic\n", std::fs::read_to_string(corpus.join("meta.csv")).unwrap()),
+    )
+    .unwrap();
+    std::fs::rename(corpus.join("thin03"), t.path().join("thin03")).unwrap();
+    let plan = dry_run(&p, &corpus, &out);
+    assert!(plan.contains("1 to compute\n  copy15\n") && plan.contains("3 to keep\n1 to drop"), "{plan}");
+    run(&p, &corpus, &out, None);
     let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
-    assert!(!ranking.contains("BDMAP_00000003") && ranking.lines().count() == 3, "{ranking}");
-    assert!(out.join("cases/BDMAP_00000003.zarr").is_dir());
+    assert!(ranking.contains("copy15") && !ranking.contains("thin03") && ranking.lines().count() == 5, "{ranking}");
+    assert!(out.join("cases/thin03.zarr").is_dir());
+    let fresh = t.path().join("fresh");
+    run(&p, &corpus, &fresh, None);
+    let tables = |o: &Path| {
+        ["metrics.csv", "ranking.csv", "assembly.csv", "evaluation.csv"].map(|n| std::fs::read(o.join(n)).unwrap())
+    };
+    assert_eq!(tables(&out), tables(&fresh));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    util::tree(dir).into_keys().map(|k| dir.join(k)).collect()
+}
+
+#[test]
+fn a_new_budget_reruns_the_ranking_from_the_journal_without_opening_an_input() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = corpus(t.path());
+    let out = t.path().join("out");
+    run(&pipeline(t.path(), "p.toml", 0.25, 1.0, true), &corpus, &out, None);
+    let groups = files(&out.join("cases"));
+    let review = files(&out.join("review"));
+    let flagged_before: Vec<PathBuf> = review.keys().filter_map(|k| k.parent().map(Path::to_path_buf)).collect();
+
+    let p = pipeline(t.path(), "p2.toml", 0.5, 1.0, true);
+    let plan = dry_run(&p, &corpus, &out);
+    assert!(
+        plan.contains("stages changed since the earlier run: rank: parameters changed")
+            && plan.contains("0 to compute\n0 to recompute\n0 to redo in part\n0 to resume\n4 to keep"),
+        "{plan}"
+    );
+    let log = t.path().join("opened.txt");
+    run(&p, &corpus, &out, Some(&log));
+    let opened = std::fs::read_to_string(&log).unwrap();
+    let corpus_s = corpus.to_string_lossy().into_owned();
+    for line in opened.lines().filter(|l| l.contains(&corpus_s) || l.ends_with(".nii.gz")) {
+        assert!(line.ends_with("meta.csv"), "the run opened {line}");
+    }
+    assert_eq!(files(&out.join("cases")), groups, "no case group touched");
+    // The case flagged before keeps its review files as they were; the newly flagged is exported.
+    let review_now = files(&out.join("review"));
+    for (k, v) in &review {
+        assert_eq!(review_now.get(k), Some(v), "{} rewritten", k.display());
+    }
+    assert!(review_now.len() > review.len() && !flagged_before.is_empty());
+
+    let fresh = t.path().join("fresh");
+    run(&p, &corpus, &fresh, None);
+    for name in ["ranking.csv", "worklist.csv", "metrics.csv"] {
+        assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(fresh.join(name)).unwrap(), "{name}");
+    }
+    assert_eq!(util::outputs(&out), util::outputs(&fresh));
+}
+
+#[test]
+fn a_new_nsd_tolerance_reruns_metrics_alone_and_rewrites_no_zarr_file() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = corpus(t.path());
+    let out = t.path().join("out");
+    run(&pipeline(t.path(), "p.toml", 0.25, 1.0, true), &corpus, &out, None);
+    let groups = files(&out.join("cases"));
+    let release = files(&out.join("release"));
+
+    let p = pipeline(t.path(), "p2.toml", 0.25, 2.0, true);
+    let plan = dry_run(&p, &corpus, &out);
+    assert!(plan.contains("stages changed since the earlier run: metrics: parameters changed"), "{plan}");
+    for case in CASES {
+        assert!(plan.contains(&format!("  {case} metrics parameters changed: reruns metrics\n")), "{plan}");
+    }
+    let said = run(&p, &corpus, &out, None);
+    assert!(said.contains("0 of 4 cases finished by an earlier run are kept, 4 recomputed"), "{said}");
+    assert_eq!(files(&out.join("cases")), groups, "every Zarr file keeps its bytes and time");
+    assert_eq!(files(&out.join("release")), release);
+    let fresh = t.path().join("fresh");
+    run(&p, &corpus, &fresh, None);
+    assert_eq!(util::outputs(&out), util::outputs(&fresh));
+
+    // A stage removed: its table goes, nothing is recomputed, and no group is rewritten.
+    let p = pipeline(t.path(), "p3.toml", 0.25, 2.0, false);
+    let plan = dry_run(&p, &corpus, &out);
+    assert!(plan.contains("evaluate: removed") && plan.contains("  iso15 evaluate removed: reruns no stage"), "{plan}");
+    run(&p, &corpus, &out, None);
+    assert!(!out.join("evaluation.csv").exists() && !out.join("evaluation_summary.csv").exists());
+    assert_eq!(files(&out.join("cases")), groups);
+    let fresh = t.path().join("fresh3");
+    run(&p, &corpus, &fresh, None);
+    assert_eq!(util::outputs(&out), util::outputs(&fresh));
+}
+
+#[test]
+fn a_revised_label_reruns_assemble_for_its_case_only() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = corpus(t.path());
+    let p = pipeline(t.path(), "p.toml", 0.25, 1.0, true);
+    let out = t.path().join("out");
+    run(&p, &corpus, &out, None);
+    let before = files(&out);
+
+    // The radiologist's revision of one class of one case (a nibabel-written mask).
+    let revised = corpus.join("iso15/revised");
+    std::fs::create_dir_all(&revised).unwrap();
+    std::fs::copy(corpus.join("iso15/predictions/m2/unlabelled.nii.gz"), revised.join("unlabelled.nii.gz")).unwrap();
+    let plan = dry_run(&p, &corpus, &out);
+    assert!(
+        plan.contains(
+            "1 to redo in part\n  iso15 revised/unlabelled.nii.gz added: reruns assemble\n0 to resume\n3 to keep"
+        ),
+        "{plan}"
+    );
+    let said = run(&p, &corpus, &out, None);
+    assert!(said.contains("1 recomputed: iso15 revised/unlabelled.nii.gz added"), "{said}");
+    for path in changed(&before, &files(&out)) {
+        let p = path.to_string_lossy();
+        assert!(
+            p.starts_with("cases/iso15.zarr/revised/")
+                || p.starts_with("cases/iso15.zarr/final/")
+                || p.starts_with("release/iso15/")
+                || p.starts_with(".slabflow")
+                || p.ends_with(".csv")
+                || p == "report.html",
+            "{p} was rewritten"
+        );
+    }
+    let assembly = std::fs::read_to_string(out.join("assembly.csv")).unwrap();
+    assert!(assembly.contains("iso15,synthetic,unlabelled,revised,"), "{assembly}");
+    let fresh = t.path().join("fresh");
+    run(&p, &corpus, &fresh, None);
+    assert_eq!(util::outputs(&out), util::outputs(&fresh));
 }

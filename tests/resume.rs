@@ -148,18 +148,26 @@ fn sigterm_stops_cleanly_and_the_resumed_run_completes() {
 }
 
 #[test]
-fn a_changed_pipeline_refuses_to_resume_and_fresh_starts_over() {
+fn a_changed_grid_refuses_to_resume_and_fresh_starts_over() {
+    // What every output depends on ([input], [output], slab_depth) cannot change under an
+    // output: the change is named, and --fresh starts over. (Stages can: tests/reruns.rs.)
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
     util::synth(&corpus, 2, [16, 16, 8]);
     let p = pipeline(t.path(), "0.05");
     let out = t.path().join("out");
     assert!(util::run(&p, &corpus, &out, &[]).status.success());
-    let changed = pipeline(t.path(), "0.5");
+    let changed = t.path().join("changed.toml");
+    std::fs::write(&changed, std::fs::read_to_string(&p).unwrap().replace("slab_depth = 4", "slab_depth = 2")).unwrap();
     let o = util::run(&changed, &corpus, &out, &[]);
     assert_eq!(o.status.code(), Some(2));
     let err = util::stderr(&o);
-    assert!(err.contains("budget = 0.05") && err.contains("budget = 0.5") && err.contains("--fresh"), "{err}");
+    assert!(
+        err.contains("`slab_depth = 4` became `slab_depth = 2`")
+            && err.contains("slab_depth changed")
+            && err.contains("--fresh"),
+        "{err}"
+    );
     let o = util::run(&changed, &corpus, &out, &["--fresh"]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     let st = util::slabflow(&["status", "--output", out.to_str().unwrap()]);

@@ -87,18 +87,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<>
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub slabflow: String,
-    /// FNV-1a of the pipeline file's bytes.
+    /// xxh3-64 of the pipeline file's bytes.
     pub pipeline: String,
+    /// What every stage's output depends on: `[input]` (root aside), `[output]` (dir aside) and
+    /// the slab depth ([`crate::pipeline::config::Pipeline::base_digest`]). The stages are not
+    /// in it: a single-node run whose stages changed goes on, rerunning what changed.
+    pub base: String,
     /// The corpus root the run reads.
     pub input: PathBuf,
 }
 
 impl Fingerprint {
-    pub fn of(text: &str, input: &Path) -> Fingerprint {
-        let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    pub fn of(text: &str, base: &str, input: &Path) -> Fingerprint {
         Fingerprint {
             slabflow: env!("CARGO_PKG_VERSION").to_string(),
-            pipeline: format!("{hash:016x}"),
+            pipeline: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
+            base: base.to_string(),
             input: std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned()),
         }
     }
@@ -133,14 +137,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub const FORMAT: u32 = 2;
+    /// 3: stage digests and content digests in the records, the base in the fingerprint.
+    pub const FORMAT: u32 = 3;
 
-    pub fn new(text: &str, input: &Path, split: Option<Split>) -> Manifest {
+    /// The manifest a run of the pipeline `text` (its [`Fingerprint::base`] `base`) over `input`
+    /// wants.
+    pub fn new(text: &str, base: &str, input: &Path, split: Option<Split>) -> Manifest {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Manifest {
             format: Self::FORMAT,
             run_id: format!("{:x}-{:x}", now.as_nanos(), std::process::id()),
-            fingerprint: Fingerprint::of(text, input),
+            fingerprint: Fingerprint::of(text, base, input),
             pipeline_text: text.to_string(),
             split,
         }
@@ -194,6 +201,27 @@ impl Manifest {
         }
     }
 
+    /// Whether a run of `want` goes on here with other stages (only a single-node run can): the
+    /// manifest is then rewritten with its pipeline ([`Manifest::replace`]), and the records
+    /// say, case by case, which stages made what they hold.
+    pub fn stages_changed(&self, want: &Manifest) -> bool {
+        self.fingerprint.pipeline != want.fingerprint.pipeline && self.conflict(want, Path::new("")).is_none()
+    }
+
+    /// Rewrites the manifest of `out` with `want`'s pipeline, keeping its `run_id` (the records
+    /// stay this run's) and split; durable before any case is rerun under it. The caller holds
+    /// the output alone.
+    pub fn replace(&self, want: &Manifest, out: &Path) -> Result<Manifest, CheckpointError> {
+        let m = Manifest {
+            fingerprint: want.fingerprint.clone(),
+            pipeline_text: want.pipeline_text.clone(),
+            ..self.clone()
+        };
+        let path = Self::path(out);
+        write_atomic(&path, &serde_json::to_vec_pretty(&m).expect("serialisable")).map_err(io_err(&path))?;
+        Ok(m)
+    }
+
     /// Why a run wanting `want` cannot go on in an output holding `self` (`None`: it can).
     pub fn conflict(&self, want: &Manifest, out: &Path) -> Option<CheckpointError> {
         let (before, now) = (&self.fingerprint, &want.fingerprint);
@@ -202,9 +230,15 @@ impl Manifest {
         if before.slabflow != now.slabflow {
             return changed(format!("slabflow {} then, {} now", before.slabflow, now.slabflow));
         }
-        if before.pipeline != now.pipeline {
+        if before.base != now.base {
             return changed(format!(
-                "the pipeline file changed: {}",
+                "its [input], [output] or slab_depth changed: {}",
+                describe_change(&self.pipeline_text, &want.pipeline_text)
+            ));
+        }
+        if before.pipeline != now.pipeline && (self.split.is_some() || want.split.is_some()) {
+            return changed(format!(
+                "the stages of a sharded run changed (its shards run one pipeline; a single-node run reruns only what changed): {}",
                 describe_change(&self.pipeline_text, &want.pipeline_text)
             ));
         }
@@ -273,10 +307,12 @@ pub enum Outcome {
         result: CaseResult,
         slabs: usize,
         bytes: u64,
-        /// Every input file the case read, as it was when the case began: a rerun recomputes
-        /// the case when any differs ([`stale_inputs`]).
-        #[serde(default)]
+        /// Every input file of the case, as it was when it was read: a rerun recomputes what
+        /// read a file that differs ([`compare_inputs`]).
         inputs: Vec<InputStamp>,
+        /// The per-case stages whose outputs the case holds: kind → [`crate::stages::StageConfig::digest`].
+        /// A rerun reruns a stage whose parameters differ, and drops one the pipeline lost.
+        stages: BTreeMap<String, String>,
     },
     Failed {
         error: String,
@@ -395,6 +431,16 @@ impl Journal {
         self.clear_slab(&rec.case_id)
     }
 
+    /// Rewrites a finished case's record with less in it than its data holds — a part about to
+    /// be redone taken out, or new times of files touched: durable before anything it no
+    /// longer names is touched. Its slab checkpoint stays.
+    pub fn rewrite(&self, rec: &CaseRecord) -> Result<(), CheckpointError> {
+        lock::verify_held();
+        let path = self.dir.join("cases").join(format!("{}.json", rec.case_id));
+        let rec = CaseRecord { run: self.run_id.clone(), ..rec.clone() };
+        write_atomic(&path, &serde_json::to_vec(&rec).expect("serialisable")).map_err(io_err(&path))
+    }
+
     fn slab_path(&self, case_id: &str) -> PathBuf {
         self.dir.join("cases").join(format!("{case_id}.slab"))
     }
@@ -440,48 +486,110 @@ impl Journal {
     }
 }
 
-/// Why a finished case's inputs no longer match its record (`None`: they do): the first
-/// file that changed, appeared or disappeared, named relative to the first of `roots` holding
-/// it (the case's folder, then the corpus root). Files are compared by
-/// size and modification time (a file touched without a change counts as changed: the case is
-/// recomputed, to the same result).
-pub fn stale_inputs(recorded: &[InputStamp], now: &[PathBuf], roots: &[&Path]) -> Option<String> {
-    let name = |p: &Path| {
-        let rel = roots.iter().find_map(|r| p.strip_prefix(r).ok());
-        rel.unwrap_or(p).display().to_string()
-    };
-    if recorded.is_empty() {
-        return Some("recorded without input stamps".into());
+/// How one input file differs from the stamp a case's record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A file the record does not name.
+    Added,
+    /// A file the record names, gone.
+    Removed,
+    /// Another size, or another content digest.
+    Changed,
+    /// Its metadata cannot be read (the error).
+    Unreadable(String),
+}
+
+/// How a case's input files stand against its record's stamps ([`compare_inputs`]).
+#[derive(Debug, Default, Clone)]
+pub struct InputDiff {
+    /// (image group, path, change), in the order of the case's volumes, then files gone.
+    pub changes: Vec<(String, PathBuf, Change)>,
+    /// Files touched without a change (a new modification time, the same size and content
+    /// digest): the stamps to record instead.
+    pub touched: Vec<InputStamp>,
+}
+
+impl InputDiff {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
     }
-    for path in now {
-        match recorded.iter().find(|s| s.path == *path) {
-            None => return Some(format!("{} added", name(path))),
-            Some(s) => match InputStamp::of(path) {
-                Ok(n) if n == *s => {}
-                Ok(_) => return Some(format!("{} changed", name(path))),
-                Err(e) => return Some(format!("{}: {e}", name(path))),
+}
+
+/// Compares a case's input files now — `(image group, path)` — with the stamps its record
+/// holds. A file of the same size and modification time is unchanged; one of another size is
+/// changed; one of the same size but another time is read again and compared by content
+/// digest (xxh3-64 of its bytes), so a file touched, copied back or restored from a backup
+/// counts as unchanged and only a real change recomputes.
+pub fn compare_inputs(recorded: &[InputStamp], now: &[(String, PathBuf)]) -> InputDiff {
+    let mut diff = InputDiff::default();
+    for (group, path) in now {
+        let Some(s) = recorded.iter().find(|s| s.path == *path) else {
+            diff.changes.push((group.clone(), path.clone(), Change::Added));
+            continue;
+        };
+        let change = match InputStamp::of(path, group) {
+            Err(e) => Some(Change::Unreadable(e.to_string())),
+            Ok(n) if n.len == s.len && n.modified_ns == s.modified_ns => None,
+            Ok(n) if n.len != s.len => Some(Change::Changed),
+            Ok(n) => match (s.digest, file_digest(path)) {
+                (Some(d), Ok(now)) if d == now => {
+                    diff.touched.push(InputStamp { digest: Some(now), ..n });
+                    None
+                }
+                (_, Err(e)) => Some(Change::Unreadable(e.to_string())),
+                _ => Some(Change::Changed),
             },
+        };
+        if let Some(c) = change {
+            diff.changes.push((group.clone(), path.clone(), c));
         }
     }
-    recorded.iter().find(|s| !now.contains(&s.path)).map(|s| format!("{} removed", name(&s.path)))
+    for s in recorded.iter().filter(|s| !now.iter().any(|(_, p)| *p == s.path)) {
+        diff.changes.push((s.group.clone(), s.path.clone(), Change::Removed));
+    }
+    diff
+}
+
+/// The xxh3-64 of a file's bytes, read in 1 MiB blocks (as [`crate::nifti::VolumeReader`]
+/// computes it while streaming).
+pub fn file_digest(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(h.digest()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What identifies an input file's contents: a file replaced since makes a slab checkpoint
-/// stale (the case then starts over) and a finished case's record too (it is recomputed).
+/// stale (the case then starts over) and a finished case's record too (what read it is
+/// recomputed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputStamp {
     pub path: PathBuf,
+    /// The image group it is stored as in the case's Zarr group (which says its kind).
+    pub group: String,
     pub len: u64,
     /// Nanoseconds since 1970 (u64: until 2554; serde cannot read a u128 inside the flattened
     /// record).
     pub modified_ns: u64,
+    /// xxh3-64 of the file's bytes, computed while the case streamed it; `None` in a slab
+    /// checkpoint (the file is not read through yet).
+    #[serde(default)]
+    pub digest: Option<u64>,
 }
 
 impl InputStamp {
-    pub fn of(path: &Path) -> std::io::Result<InputStamp> {
+    pub fn of(path: &Path, group: &str) -> std::io::Result<InputStamp> {
         let m = std::fs::metadata(path)?;
         let modified_ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Ok(InputStamp { path: path.to_owned(), len: m.len(), modified_ns })
+        Ok(InputStamp { path: path.to_owned(), group: group.to_owned(), len: m.len(), modified_ns, digest: None })
     }
 }
 
@@ -494,6 +602,9 @@ pub struct SlabCheckpoint {
     pub run: String,
     pub case_id: String,
     pub inputs: Vec<InputStamp>,
+    /// The part of the case being redone (stages and groups, `crate::pipeline::rerun`); empty
+    /// for a whole case.
+    pub scope: Vec<String>,
     /// The next slice to read, and the case's number of slices.
     pub z: usize,
     pub nz: usize,
@@ -504,7 +615,7 @@ pub struct SlabCheckpoint {
 }
 
 impl SlabCheckpoint {
-    pub const FORMAT: u32 = 2;
+    pub const FORMAT: u32 = 3;
 }
 
 /// What `slabflow status` reports.
@@ -588,7 +699,7 @@ pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> 
 }
 
 /// A one-line summary of how `new` differs from `old` (lines removed and added).
-fn describe_change(old: &str, new: &str) -> String {
+pub fn describe_change(old: &str, new: &str) -> String {
     let old_lines: Vec<&str> = old.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let new_lines: Vec<&str> = new.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let removed: Vec<&str> = old_lines.iter().filter(|l| !new_lines.contains(l)).copied().collect();
@@ -617,18 +728,24 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let out = t.path();
         let split = |cases: &[&str]| Some(Split { shards: 2, cases: cases.iter().map(|s| s.to_string()).collect() });
-        let a = Manifest::new("x = 1\n", out, split(&["A", "B", "C"]));
+        let a = Manifest::new("x = 1\n", "b1", out, split(&["A", "B", "C"]));
         assert_eq!(a.publish(out).unwrap(), None);
-        let b = Manifest::new("x = 1\n", out, split(&["A", "B", "C"]));
+        let b = Manifest::new("x = 1\n", "b1", out, split(&["A", "B", "C"]));
         assert_eq!(b.publish(out).unwrap(), Some(a.clone()), "the first one stays");
         assert!(a.conflict(&b, out).is_none(), "same pipeline, split and cases");
-        let c = Manifest::new("x = 1\n", out, split(&["A", "B", "C", "D"]));
+        let c = Manifest::new("x = 1\n", "b1", out, split(&["A", "B", "C", "D"]));
         let e = a.conflict(&c, out).unwrap().to_string();
         assert!(e.contains("1 case added (D)"), "{e}");
-        let d = Manifest::new("x = 2\n", out, split(&["A", "B", "C"]));
+        let d = Manifest::new("x = 2\n", "b2", out, split(&["A", "B", "C"]));
         assert!(a.conflict(&d, out).unwrap().to_string().contains("`x = 1` became `x = 2`"));
-        let single = Manifest::new("x = 1\n", out, None);
+        let single = Manifest::new("x = 1\n", "b1", out, None);
         assert!(a.conflict(&single, out).unwrap().to_string().contains("split in 2 shards"));
+        let stages = Manifest::new("x = 1\ny = 2\n", "b1", out, split(&["A", "B", "C"]));
+        assert!(a.conflict(&stages, out).unwrap().to_string().contains("stages of a sharded run changed"));
+        let one = Manifest::new("x = 1\n", "b1", out, None);
+        let other = Manifest::new("x = 1\ny = 2\n", "b1", out, None);
+        assert!(one.conflict(&other, out).is_none() && one.stages_changed(&other), "stages alone change");
+        assert!(!one.stages_changed(&one.clone()));
         std::fs::write(Manifest::path(out), b"{ torn").unwrap();
         assert!(matches!(Manifest::read(out), Err(CheckpointError::Unreadable { .. })));
     }

@@ -49,6 +49,39 @@ pub enum Role {
     Revised { class: usize },
 }
 
+impl Role {
+    pub fn kind(&self) -> InputKind {
+        match self {
+            Role::Ct => InputKind::Ct,
+            Role::Prediction { .. } => InputKind::Prediction,
+            Role::Label { .. } => InputKind::Label,
+            Role::Revised { .. } => InputKind::Revised,
+        }
+    }
+}
+
+/// The kinds of input volume: what a stage kind declares it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Ct,
+    Prediction,
+    Label,
+    Revised,
+}
+
+impl InputKind {
+    /// The kind of the volume stored as image group `group` of a case (`ct`,
+    /// `predictions/<model>/<class>`, `labels/<class>`, `revised/<class>`).
+    pub fn of_group(group: &str) -> InputKind {
+        match group.split('/').next() {
+            Some("predictions") => InputKind::Prediction,
+            Some("labels") => InputKind::Label,
+            Some("revised") => InputKind::Revised,
+            _ => InputKind::Ct,
+        }
+    }
+}
+
 /// One input file of a case and the image group it becomes.
 #[derive(Debug, Clone)]
 pub struct VolumeRef {

@@ -23,10 +23,11 @@ use serde_json::json;
 
 use crate::checkpoint::durable::CaseSync;
 use crate::checkpoint::{InputStamp, Journal, SlabCheckpoint};
-use crate::input::{Case, Role, VolumeRef};
+use crate::input::{Case, InputKind, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::pipeline::rerun::Partial;
 use crate::stages::{CaseContext, CaseResult, CaseSlab, Layout, ProbDecoder};
 use crate::with_voxels;
 use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
@@ -47,7 +48,8 @@ pub struct CaseReport {
     pub reserved: u64,
     /// Decoded voxel bytes streamed.
     pub bytes: u64,
-    /// The input files as they were when the case began.
+    /// The input files as they were when the case began, with the content digest of each
+    /// that was read through.
     pub inputs: Vec<InputStamp>,
 }
 
@@ -236,18 +238,25 @@ impl Drop for InFlightGuard<'_> {
 }
 
 /// The slab checkpoint `case` can resume from, if any is valid: same input files, same grid,
-/// its group still there. A stale one is removed (before the group is replaced).
+/// same part of the case (`scope`), its group still there. A stale one is removed (before the
+/// group is replaced).
 fn resumable(
     case: &Case,
     env: &CaseEnv,
     stamps: &[InputStamp],
+    scope: &[String],
     nz: usize,
     depth: usize,
     case_dir: &Path,
 ) -> Result<Option<SlabCheckpoint>, String> {
     let cp = env.journal.load_slab(&case.id);
     let valid = cp.filter(|cp| {
-        cp.inputs == stamps && cp.nz == nz && cp.z < nz && cp.z % depth == 0 && case_dir.join("zarr.json").is_file()
+        cp.inputs == stamps
+            && cp.scope == scope
+            && cp.nz == nz
+            && cp.z < nz
+            && cp.z % depth == 0
+            && case_dir.join("zarr.json").is_file()
     });
     if valid.is_none() {
         env.journal.clear_slab(&case.id).map_err(|e| e.to_string())?;
@@ -257,9 +266,24 @@ fn resumable(
 
 /// Streams `case` into `<out>/cases/<id>.zarr` through the pipeline's stages, from its slab
 /// checkpoint if it has one, writing new ones every `[runtime] checkpoint_secs`.
-/// `sync` makes what the case wrote durable before a slab checkpoint names it.
-pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -> Result<CaseEnd, String> {
+/// `sync` makes what the case wrote durable before a slab checkpoint names it. `part`: only
+/// that part of a finished case is redone ([`crate::pipeline::rerun`]) — only its files are
+/// converted, its stages run, and the volumes they read are read; its old outputs are removed
+/// first, and nothing else in the group is touched.
+pub fn process_case(
+    case: &Case,
+    p: &Pipeline,
+    env: &CaseEnv,
+    sync: &CaseSync,
+    part: Option<&Partial>,
+) -> Result<CaseEnd, String> {
     let (vols, readers) = open_case(case, p)?;
+    let runs = |i: usize| part.is_none_or(|w| w.stages.contains(&i));
+    let convert: Vec<bool> = vols.iter().map(|v| part.is_none_or(|w| w.convert.contains(&v.group))).collect();
+    let kinds_read: Vec<InputKind> =
+        (0..p.stages.len()).filter(|&i| runs(i)).flat_map(|i| p.stages[i].kind().reads.iter().copied()).collect();
+    let read: Vec<bool> = vols.iter().zip(&convert).map(|(v, &c)| c || kinds_read.contains(&v.role.kind())).collect();
+    let scope = part.map(|w| w.scope(p)).unwrap_or_default();
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
     let need = case_memory(&headers, depth, p);
@@ -276,13 +300,13 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
     // Rebound after the reservation, so that on an early error the readers' buffers are freed
     // before the reservation is returned.
     let mut readers = readers;
-    let stamps = vols
+    let mut stamps = vols
         .iter()
-        .map(|v| InputStamp::of(&v.path).map_err(|e| format!("{}: {e}", v.path.display())))
+        .map(|v| InputStamp::of(&v.path, &v.group).map_err(|e| format!("{}: {e}", v.path.display())))
         .collect::<Result<Vec<_>, _>>()?;
     let nz = headers[0].shape()[2];
     let case_dir = env.out_dir.join("cases").join(format!("{}.zarr", case.id));
-    let resume = resumable(case, env, &stamps, nz, depth.min(nz).max(1), &case_dir)?;
+    let resume = resumable(case, env, &stamps, &scope, nz, depth.min(nz).max(1), &case_dir)?;
 
     let (codec, level) = p.output.codec();
     let opts = ZarrOptions { slab_depth: depth, codec, level, subchunks: p.output.subchunks };
@@ -291,9 +315,29 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
         "slabflow".into(),
         json!({"case_id": case.id, "dataset": case.dataset, "version": env!("CARGO_PKG_VERSION")}),
     );
-    let store = CaseStore::create(&case_dir, attrs, resume.is_some()).map_err(|e| e.to_string())?;
+    let store = match part {
+        None => CaseStore::create(&case_dir, attrs, resume.is_some()),
+        Some(w) => {
+            if resume.is_none() {
+                // What is redone goes first (a resumed part did this before its checkpoint).
+                for path in w.to_remove(p, env.out_dir, &case.id) {
+                    crate::checkpoint::durable::remove_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+            }
+            CaseStore::open(&case_dir, resume.is_none())
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    if !read.contains(&true) {
+        // Only removals (a file gone that no stage reads, a stage dropped): done.
+        return Ok(CaseEnd::Done(CaseReport { reserved: need, inputs: stamps, ..Default::default() }, empty(p)));
+    }
     let mut sinks = Vec::with_capacity(vols.len());
-    for (v, h) in vols.iter().zip(&headers) {
+    for ((v, h), &convert) in vols.iter().zip(&headers).zip(&convert) {
+        if !convert {
+            sinks.push(None);
+            continue;
+        }
         let sink = if v.role == Role::Ct {
             let stored = ct_storage(h);
             let header = h.with_stored(stored, true);
@@ -310,7 +354,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
                 ct_scaling: None,
             }
         };
-        sinks.push(sink);
+        sinks.push(Some(sink));
     }
     let layout = layout(&vols, &headers, p);
     let ctx = CaseContext {
@@ -322,13 +366,17 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
         zarr: &opts,
     };
     let mut stages = Vec::new();
-    for config in &p.stages {
-        if let Some(stage) = config.start(&ctx)? {
+    for (i, config) in p.stages.iter().enumerate() {
+        if runs(i)
+            && let Some(stage) = config.start(&ctx)?
+        {
             stages.push(stage);
         }
     }
 
-    let depth = sinks[0].writer.slab_depth();
+    let depth = depth.min(nz).max(1);
+    // The first volume read: its slab's length gives the slab's depth.
+    let first = read.iter().position(|&r| r).expect("checked above");
     let mut report = CaseReport { reserved: need, inputs: stamps.clone(), ..Default::default() };
     let mut start_z = 0;
     if let Some(cp) = &resume {
@@ -345,11 +393,13 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
     }
     let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let mut result = CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() };
+    let mut result = empty(p);
     let mut paused = None;
     std::thread::scope(|s| -> Result<(), String> {
-        let reader = s.spawn(move || -> Result<(), String> {
-            for r in readers.iter_mut() {
+        let read = &read;
+        let reader = s.spawn(move || -> Result<Vec<Option<u64>>, String> {
+            let digests = |readers: &[VolumeReader]| readers.iter().map(|r| r.digest()).collect();
+            for r in readers.iter_mut().zip(read).filter(|(_, r)| **r).map(|(r, _)| r) {
                 r.skip_slices(start_z).map_err(|e| e.to_string())?;
             }
             let mut spare = (0..SLABS_IN_FLIGHT)
@@ -361,18 +411,18 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
                     Some(b) => b,
                     None => match recycle_rx.recv() {
                         Ok(b) => b,
-                        Err(_) => return Ok(()), // the consumer stopped; it reports why
+                        Err(_) => return Ok(digests(&readers)), // the consumer stopped; it reports why
                     },
                 };
-                for (r, b) in readers.iter_mut().zip(&mut bufs) {
+                for ((r, b), _) in readers.iter_mut().zip(&mut bufs).zip(read).filter(|(_, r)| **r) {
                     r.read_slab(n, b).map_err(|e| e.to_string())?;
                 }
                 tracing::debug!(case = %case.id, z0, n, "Slab read.");
                 if tx.send((z0, bufs)).is_err() {
-                    return Ok(());
+                    return Ok(digests(&readers));
                 }
             }
-            Ok(())
+            Ok(digests(&readers))
         });
         // Input slabs are written concurrently on the rayon pool (compression is the costliest
         // step); stages run here, slab after slab in z order. A buffer set goes back to the
@@ -387,7 +437,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
                 }
                 // A run frozen past its lease and taken over writes no further slab.
                 crate::checkpoint::lock::verify_held();
-                let n = bufs[0].len() / (layout.shape[0] * layout.shape[1]);
+                let n = bufs[first].len() / (layout.shape[0] * layout.shape[1]);
                 report.slabs += 1;
                 report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
                 let set = Arc::new(Recycled { bufs: Some(bufs), back: recycle_tx.clone() });
@@ -395,7 +445,10 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
                 rs.spawn(move |_| {
                     let _guard = guard;
                     let bufs = shared.bufs.as_ref().unwrap();
-                    let written = sinks.par_iter().zip(bufs).try_for_each(|(sink, v)| write_volume_slab(sink, z0, v));
+                    let written = sinks.par_iter().zip(bufs).try_for_each(|(sink, v)| match sink {
+                        Some(sink) => write_volume_slab(sink, z0, v),
+                        None => Ok(()),
+                    });
                     if let Err(e) = written {
                         failed.lock().unwrap().get_or_insert(e);
                     }
@@ -421,6 +474,7 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
                         run: String::new(), // set by the journal
                         case_id: case.id.clone(),
                         inputs: stamps.clone(),
+                        scope: scope.clone(),
                         z,
                         nz,
                         slabs: report.slabs,
@@ -455,12 +509,22 @@ pub fn process_case(case: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -
             None => Ok(()),
         };
         let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
-        read.and(outcome)
+        let digests = read.and_then(|d| outcome.map(|()| d))?;
+        for (s, d) in stamps.iter_mut().zip(digests) {
+            s.digest = d;
+        }
+        Ok(())
     })?;
+    report.inputs = stamps;
     Ok(match paused {
         Some(z) => CaseEnd::Paused { z, nz },
         None => CaseEnd::Done(report, result),
     })
+}
+
+/// A case's reductions before any stage has run.
+fn empty(p: &Pipeline) -> CaseResult {
+    CaseResult { classes: vec![Default::default(); p.input.classes.len()], ..Default::default() }
 }
 
 fn write_volume_slab(sink: &Sink, z0: usize, v: &Voxels) -> Result<(), String> {

@@ -153,6 +153,23 @@ pub struct Overrides {
 }
 
 impl Pipeline {
+    /// What every stage's output depends on, as a digest: `[input]` but its root (the
+    /// manifest holds the canonical root), `[output]` but its dir, the slab depth (the chunk
+    /// depth) — each as validated, defaults filled in. `[runtime]`'s
+    /// other keys change how a run goes, not what it writes; the stages are compared one by
+    /// one ([`crate::stages::StageConfig::digest`]).
+    pub fn base_digest(&self) -> String {
+        let input = InputConfig { root: PathBuf::new(), ..self.input.clone() };
+        let output = OutputConfig { dir: PathBuf::new(), ..self.output.clone() };
+        let text = format!("{input:?}{output:?}{:?}{:?}", self.runtime.slab_depth, self.output.codec());
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    }
+
+    /// The manifest a run of this pipeline wants (`split`: a sharded run's).
+    pub fn manifest(&self, split: Option<crate::checkpoint::Split>) -> crate::checkpoint::Manifest {
+        crate::checkpoint::Manifest::new(&self.text, &self.base_digest(), &self.input.root, split)
+    }
+
     /// Reads and validates `file`; relative `root`/`dir` are taken relative to the current
     /// directory, as a user typing paths next to the file expects.
     pub fn load(file: &Path, overrides: &Overrides) -> Result<Pipeline, ConfigError> {

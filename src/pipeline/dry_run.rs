@@ -1,16 +1,20 @@
-//! `slabflow run … --dry-run`: what a run would do, said before doing it — cases to compute,
-//! recompute (with why), keep, and drop from the tables — from the output's manifest and
-//! journal as they are.
+//! `slabflow run … --dry-run`: what a run would do, said before doing it — the stages whose
+//! parameters changed, cases to compute, recompute whole or in part (with why and which
+//! stages), resume, keep, and drop from the tables — from the output's manifest and journal as
+//! they are ([`crate::pipeline::rerun`] decides, for the run and for this).
+
 //!
-//! Invariant: reads only (no lock, no file written, no input file opened beyond listing the
-//! corpus and the stat of each file), so it is safe beside a live run.
+//! Invariant: reads only (no lock, no file written; of the inputs, the corpus is listed, each
+//! file's metadata read, and only a file whose modification time changed but not its size is
+//! read, for its content digest), so it is safe beside a live run.
 
 use std::collections::BTreeMap;
 
 use crate::checkpoint::{CaseRecord, Journal, Manifest, Outcome, Split};
 use crate::input;
-use crate::pipeline::config::Pipeline;
-use crate::pipeline::run::{RunError, RunOptions, triage};
+use crate::pipeline::config::{Overrides, Pipeline};
+use crate::pipeline::rerun::{self, Work};
+use crate::pipeline::run::{RunError, RunOptions};
 
 /// What a run would do.
 #[derive(Debug, Default)]
@@ -21,8 +25,13 @@ pub struct DryRun {
     pub start_over: Option<String>,
     /// Cases computed for the first time (or redone after a failure: with its error).
     pub compute: Vec<(String, Option<String>)>,
-    /// Finished cases whose input files changed: recomputed, with why.
+    /// How the pipeline's stages differ from those of the run before ("metrics: parameters
+    /// changed"); the corpus-level stages and the tables are redone every run.
+    pub stages: Vec<String>,
+    /// Finished cases recomputed whole (their CT changed, …), with why.
     pub recompute: Vec<(String, String)>,
+    /// Finished cases redone in part: why, and the stages that rerun.
+    pub redo: Vec<(String, String, Vec<String>)>,
     /// Cases caught mid-way: resumed from the slice their slab checkpoint reached.
     pub resume: Vec<(String, usize, usize)>,
     /// Finished cases kept as they are.
@@ -41,7 +50,7 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
     let out = &p.output.dir;
     let mut plan = DryRun::default();
     let ids: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
-    let want = Manifest::new(&p.text, &p.input.root, opts.shard.map(|s| Split { shards: s.count, cases: ids }));
+    let want = p.manifest(opts.shard.map(|s| Split { shards: s.count, cases: ids }));
     let everything = |plan: &mut DryRun, why: String| {
         plan.start_over = Some(why);
         plan.compute = cases.iter().map(|c| (c.id.clone(), None)).collect();
@@ -82,24 +91,33 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
         _ => {}
     }
     let m = manifest.expect("matched above");
+    if m.stages_changed(&want) {
+        let overrides = Overrides { input: Some(p.input.root.clone()), output: Some(out.clone()), memory_limit: None };
+        let before = Pipeline::parse(&p.file, &m.pipeline_text, &overrides).ok();
+        plan.stages = rerun::describe_stages(p, before.as_ref());
+    }
     let journal = Journal::at(Journal::dir_of(out, opts.shard), &m.run_id);
     let records: BTreeMap<String, CaseRecord> = if opts.fresh { BTreeMap::new() } else { journal.records() };
-    let (todo, stale) = triage(p, &cases, &records);
-    let stale_ids: Vec<&str> = stale.iter().map(|(c, _)| c.id.as_str()).collect();
-    plan.recompute = stale.iter().map(|(c, why)| (c.id.clone(), why.clone())).collect();
-    for c in &todo {
-        if stale_ids.contains(&c.id.as_str()) {
-            continue;
-        }
-        match (records.get(&c.id), journal.load_slab(&c.id)) {
-            (_, Some(cp)) if !opts.fresh => plan.resume.push((c.id.clone(), cp.z, cp.nz)),
-            (Some(CaseRecord { outcome: Outcome::Failed { error }, .. }), _) => {
-                plan.compute.push((c.id.clone(), Some(error.clone())))
+    for (c, work) in rerun::triage(p, &cases, &records) {
+        let id = c.id.clone();
+        match work {
+            Work::Keep { .. } => plan.keep.push(id),
+            Work::Part(part) => {
+                let stages = part.stage_kinds(p).into_iter().map(String::from).collect();
+                plan.redo.push((id, part.why.join(", "), stages))
             }
-            _ => plan.compute.push((c.id.clone(), None)),
+            Work::Whole { why } => match (records.get(&c.id), journal.load_slab(&c.id)) {
+                (Some(CaseRecord { outcome: Outcome::Done { .. }, .. }), _) => {
+                    plan.recompute.push((id, why.unwrap_or_default()))
+                }
+                (_, Some(cp)) if !opts.fresh => plan.resume.push((id, cp.z, cp.nz)),
+                (Some(CaseRecord { outcome: Outcome::Failed { error }, .. }), _) => {
+                    plan.compute.push((id, Some(error.clone())))
+                }
+                _ => plan.compute.push((id, why)),
+            },
         }
     }
-    plan.keep = cases.iter().filter(|c| !todo.iter().any(|t| t.id == c.id)).map(|c| c.id.clone()).collect();
     plan.drop = records.keys().filter(|id| !cases.iter().any(|c| &c.id == *id)).cloned().collect();
     Ok(plan)
 }
@@ -122,6 +140,9 @@ impl DryRun {
                 println!("  … and {} more", v.len() - 20);
             }
         };
+        if !self.stages.is_empty() {
+            println!("stages changed since the earlier run: {}", self.stages.join("; "));
+        }
         println!("{} to compute", self.compute.len());
         list(
             self.compute
@@ -131,6 +152,16 @@ impl DryRun {
         );
         println!("{} to recompute", self.recompute.len());
         list(self.recompute.iter().map(|(id, why)| format!("{id} {why}")).collect());
+        println!("{} to redo in part", self.redo.len());
+        list(
+            self.redo
+                .iter()
+                .map(|(id, why, stages)| {
+                    let s = if stages.is_empty() { "no stage".to_string() } else { stages.join(", ") };
+                    format!("{id} {why}: reruns {s}")
+                })
+                .collect(),
+        );
         println!("{} to resume", self.resume.len());
         list(self.resume.iter().map(|(id, z, nz)| format!("{id} from slice {z} of {nz}")).collect());
         println!("{} to keep", self.keep.len());

@@ -39,6 +39,10 @@ pub struct Finished<'a> {
     pub id: &'a str,
     pub dataset: &'a str,
     pub result: &'a CaseResult,
+    /// What the case's data was made from: its input files' contents and its stages (a digest
+    /// of the record's content digests and stage digests). Exports made from the same data
+    /// need not be made again.
+    pub source: String,
 }
 
 /// The records' finished cases and failures (`(case id, error)`).
@@ -47,7 +51,13 @@ pub fn split(records: &[CaseRecord]) -> (Vec<Finished<'_>>, Vec<(String, String)
     let mut failed = Vec::new();
     for r in records {
         match &r.outcome {
-            Outcome::Done { result, .. } => done.push(Finished { id: &r.case_id, dataset: &r.dataset, result }),
+            Outcome::Done { result, inputs, stages, .. } => {
+                let made_of: Vec<(&str, u64, Option<u64>)> =
+                    inputs.iter().map(|s| (s.group.as_str(), s.len, s.digest)).collect();
+                let text = serde_json::to_string(&(made_of, stages)).expect("serialisable");
+                let source = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+                done.push(Finished { id: &r.case_id, dataset: &r.dataset, result, source })
+            }
             Outcome::Failed { error } => failed.push((r.case_id.clone(), error.clone())),
         }
     }
@@ -157,6 +167,25 @@ pub fn write_outputs(
         }
         None => None,
     };
+    // What a stage the pipeline no longer has wrote goes with it.
+    let has = |f: fn(&StageConfig) -> bool| p.stages.iter().any(f);
+    let stale: &[(&str, bool)] = &[
+        ("metrics.csv", !per_case_stage),
+        ("assembly.csv", !has(|s| matches!(s, StageConfig::Assemble(_)))),
+        ("evaluation.csv", !has(|s| matches!(s, StageConfig::Evaluate(_)))),
+        ("evaluation_summary.csv", !has(|s| matches!(s, StageConfig::Evaluate(_)))),
+        ("ranking.csv", ranking.is_none()),
+        ("worklist.csv", !has(|s| matches!(s, StageConfig::Review(_))) || ranking.is_none()),
+    ];
+    if !has(|s| matches!(s, StageConfig::Review(_))) || ranking.is_none() {
+        crate::stages::review::remove_exports(out).map_err(RunError::Plan)?;
+    }
+    for (name, gone) in stale {
+        let path = out.join(name);
+        if *gone {
+            crate::checkpoint::durable::remove_path(&path).map_err(|source| RunError::Io { path, source })?;
+        }
+    }
     let mut rows = vec![vec!["case_id".to_string(), "error".to_string()]];
     let mut failures = failures.to_vec();
     failures.sort();

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::durable::{CaseSync, create_dir_durable, remove_path};
 use crate::checkpoint::lock::LockError;
-use crate::checkpoint::{CaseRecord, CheckpointError, Outcome};
+use crate::checkpoint::{CaseRecord, CheckpointError, Journal, Manifest, Outcome};
 use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::{MemoryBudget, MemoryWatch, Overshoot};
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
 use crate::pipeline::report;
+use crate::pipeline::rerun::{self, Partial, Work, triage};
 use crate::pipeline::shard::Shard;
 use crate::pipeline::start::{self, case_outputs};
 use crate::stages::CaseResult;
@@ -129,11 +130,18 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     };
     let budget = MemoryBudget::new(p.memory_limit);
 
-    // Plan from the headers of the first case that opens, before anything is written. If
-    // none opens, every case will fail on its own and say why.
-    let headers: Vec<_> = cases
-        .iter()
-        .find_map(|c| case::open_case(c, p).ok())
+    // Plan from the headers of the first case to compute that opens, before anything is
+    // written (which cases those are, by a look at the journal as it is: a run with nothing
+    // to compute opens no input file). If none opens, every case will fail on its own and
+    // say why.
+    let earlier = match Manifest::read(&p.output.dir) {
+        Ok(Some(m)) if !opts.fresh => Journal::at(Journal::dir_of(&p.output.dir, opts.shard), &m.run_id).records(),
+        _ => Default::default(),
+    };
+    let headers: Vec<_> = triage(p, &cases, &earlier)
+        .into_iter()
+        .filter(|(_, w)| !w.is_keep())
+        .find_map(|(c, _)| case::open_case(c, p).ok())
         .map(|(_, readers)| readers.iter().map(|r| r.header().clone()).collect())
         .unwrap_or_default();
     let per_case = if headers.is_empty() { 0 } else { case::case_memory(&headers, p.runtime.slab_depth, p) };
@@ -173,24 +181,18 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         create_dir_durable(&release).map_err(|source| RunError::Io { path: release.clone(), source })?;
     }
     let mut records = journal.records();
-    let (todo, stale) = triage(p, &cases, &records);
-    let kept = cases.len() - todo.len();
-    if kept > 0 || !stale.is_empty() {
-        let reasons: Vec<String> = stale.iter().take(10).map(|(c, why)| format!("{} {why}", c.id)).collect();
-        let more = if stale.len() > 10 { format!("; … {} more", stale.len() - 10) } else { String::new() };
-        tracing::info!(
-            kept,
-            recomputed = stale.len(),
-            left = todo.len() - stale.len(),
-            "Resuming: {kept} of {} cases finished by an earlier run are kept{}.",
-            cases.len(),
-            if stale.is_empty() {
-                String::new()
-            } else {
-                format!(", {} recomputed: {}{more}", stale.len(), reasons.join("; "))
-            }
-        );
+    let plan = triage(p, &cases, &records);
+    announce(&plan, &records);
+    // Files touched without a change: their new times go into the records (no recompute).
+    for (c, work) in &plan {
+        if let (Work::Keep { touched }, Some(rec)) = (work, records.get_mut(&c.id))
+            && !touched.is_empty()
+        {
+            *rec = rerun::restamped(rec, touched);
+            journal.rewrite(rec)?;
+        }
     }
+    let todo: Vec<(&Case, Work)> = plan.into_iter().filter(|(_, w)| !w.is_keep()).collect();
 
     let progress = Progress::new(todo.len(), start);
     let next = AtomicUsize::new(0);
@@ -209,15 +211,34 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = todo.get(i) else { break };
+                    let Some((c, work)) = todo.get(i) else { break };
                     crate::checkpoint::lock::verify_held();
                     let t = Instant::now();
+                    let part = match work {
+                        Work::Part(w) => Some(w),
+                        _ => None,
+                    };
+                    let before = records.get(&c.id);
+                    // No record names what is about to be redone.
+                    if let (Some(w), Some(rec)) = (part, before)
+                        && let Err(e) = journal.rewrite(&w.voided(p, rec))
+                    {
+                        let rec = CaseRecord {
+                            case_id: c.id.clone(),
+                            dataset: c.dataset.clone(),
+                            run: String::new(),
+                            outcome: Outcome::Failed { error: e.to_string() },
+                        };
+                        progress.case_done(c, &Err(e.to_string()), t.elapsed());
+                        fresh_records.lock().unwrap().push(rec);
+                        continue;
+                    }
                     // Opened before the case's first write: its syncfs sees every writeback
                     // error since (checkpoint::durable).
                     let sync = CaseSync::open(&[&out.join("cases"), &out.join("release")]);
                     let r = match sync.as_ref().map_err(|e| format!("opening {}: {e}", out.display())) {
                         Err(e) => Err(e),
-                        Ok(sync) => run_case(c, p, &env, sync),
+                        Ok(sync) => run_case(c, p, &env, sync, part),
                     };
                     let r = match r {
                         Ok(CaseEnd::Done(rep, res)) => Ok((rep, res)),
@@ -241,11 +262,15 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let outcome = match &r {
                         Ok((rep, res)) => {
                             bytes.fetch_add(rep.bytes, Ordering::Relaxed);
-                            Outcome::Done {
-                                result: res.clone(),
-                                slabs: rep.slabs,
-                                bytes: rep.bytes,
-                                inputs: rep.inputs.clone(),
+                            match (part, before) {
+                                (Some(w), Some(old)) => w.finished(p, old, res, &rep.inputs),
+                                _ => Outcome::Done {
+                                    result: res.clone(),
+                                    slabs: rep.slabs,
+                                    bytes: rep.bytes,
+                                    inputs: rep.inputs.clone(),
+                                    stages: rerun::stage_digests(p),
+                                },
                             }
                         }
                         Err(e) => Outcome::Failed { error: e.clone() },
@@ -397,34 +422,39 @@ impl Progress {
     }
 }
 
-/// The cases a run must (re)compute, of `cases`, given the journal's `records`, and those
-/// among them that were finished but whose input files changed since (with why). A finished
-/// case is kept only while its input files are those it read.
-pub(crate) fn triage<'a>(
-    p: &Pipeline,
-    cases: &'a [Case],
-    records: &std::collections::BTreeMap<String, CaseRecord>,
-) -> (Vec<&'a Case>, Vec<(&'a Case, String)>) {
-    let mut stale = Vec::new();
-    let todo = cases
+/// Says what the run does with the cases finished before: kept, redone in part (with why), or
+/// recomputed whole (with why).
+fn announce(plan: &[(&Case, Work)], records: &std::collections::BTreeMap<String, CaseRecord>) {
+    let finished = |c: &Case| matches!(records.get(&c.id), Some(CaseRecord { outcome: Outcome::Done { .. }, .. }));
+    let kept = plan.iter().filter(|(_, w)| w.is_keep()).count();
+    let redone: Vec<String> = plan
         .iter()
-        .filter(|c| match records.get(&c.id) {
-            Some(CaseRecord { outcome: Outcome::Done { inputs, .. }, .. }) => {
-                let now: Vec<PathBuf> =
-                    c.volumes(p).map(|v| v.into_iter().map(|v| v.path).collect()).unwrap_or_default();
-                let case_dir = c.ct.parent().unwrap_or(&p.input.root);
-                match crate::checkpoint::stale_inputs(inputs, &now, &[case_dir, &p.input.root]) {
-                    Some(why) => {
-                        stale.push((*c, why));
-                        true
-                    }
-                    None => false,
-                }
-            }
-            _ => true,
+        .filter(|(c, _)| finished(c))
+        .filter_map(|(c, w)| match w {
+            Work::Keep { .. } => None,
+            Work::Whole { why } => Some(format!("{} {}", c.id, why.as_deref().unwrap_or("recomputed"))),
+            Work::Part(part) => Some(format!("{} {}", c.id, part.why.join(", "))),
         })
         .collect();
-    (todo, stale)
+    if kept == 0 && redone.is_empty() {
+        return;
+    }
+    let more = if redone.len() > 10 { format!("; … {} more", redone.len() - 10) } else { String::new() };
+    let list = if redone.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} recomputed: {}{more}",
+            redone.len(),
+            redone.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+        )
+    };
+    tracing::info!(
+        kept,
+        recomputed = redone.len(),
+        "Resuming: {kept} of {} cases finished by an earlier run are kept{list}.",
+        kept + redone.len()
+    );
 }
 
 /// Whether the pipeline exports the release layout (`assemble` with `export_nifti`).
@@ -432,10 +462,12 @@ fn exports_release(p: &Pipeline) -> bool {
     p.stages.iter().any(|s| matches!(s, crate::stages::StageConfig::Assemble(a) if a.export_nifti))
 }
 
-fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync) -> Result<CaseEnd, String> {
+fn run_case(c: &Case, p: &Pipeline, env: &CaseEnv, sync: &CaseSync, part: Option<&Partial>) -> Result<CaseEnd, String> {
     // A panic in one case (a bug) must not take the corpus down with it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env, sync))).unwrap_or_else(|e| {
-        let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-        Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::process_case(c, p, env, sync, part))).unwrap_or_else(
+        |e| {
+            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("internal error (please report): {}", msg.unwrap_or_default()))
+        },
+    )
 }

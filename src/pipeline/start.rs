@@ -149,7 +149,7 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
     let out = &p.output.dir;
     create_dir_durable(out).map_err(io(out))?;
     let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
-    let want = Manifest::new(&p.text, &p.input.root, shard.map(|s| Split { shards: s.count, cases: ids }));
+    let want = p.manifest(shard.map(|s| Split { shards: s.count, cases: ids }));
     let hold = shard.map_or(Hold::Exclusive, Hold::Shard);
     let tombstone = Journal::tombstone_of(&out.join(Journal::DIR));
     let mut started_over = false;
@@ -212,6 +212,18 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
         let manifest = match want.publish(out)? {
             None => want.clone(),
             Some(there) => match there.conflict(&want, out) {
+                None if there.stages_changed(&want) => {
+                    // Other stages on a single-node output (held alone): the pipeline the
+                    // output now follows, before any case is rerun under it.
+                    let m = there.replace(&want, out)?;
+                    let saved = out.join(Journal::DIR).join("pipeline.toml");
+                    write_atomic(&saved, m.pipeline_text.as_bytes()).map_err(io(&saved))?;
+                    tracing::info!(
+                        "The pipeline's stages changed since the earlier run; what they change is recomputed ({}).",
+                        crate::checkpoint::describe_change(&there.pipeline_text, &m.pipeline_text)
+                    );
+                    m
+                }
                 None => there,
                 Some(c) if fresh && !started_over && std::time::Instant::now() < wait_until => {
                     tracing::debug!("{c}");

@@ -36,6 +36,7 @@ use super::{
     CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, decode_state, encode_state, parse_table,
     require_predictions,
 };
+use crate::input::InputKind;
 use crate::nifti::{DataType, Voxels};
 use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
@@ -48,6 +49,9 @@ pub const KIND: StageKind = StageKind {
         ("priority", "[input] classes", "class order for overlapping masks in combined_labels (first wins)"),
         ("export_nifti", "false", "also write release/<case>/segmentations/<class>.nii.gz and combined_labels.nii.gz"),
     ],
+    per_case: true,
+    reads: &[InputKind::Prediction, InputKind::Label, InputKind::Revised],
+    writes: &["cases/{case}.zarr/final", "release/{case}", "release/{case}.partial"],
     build,
 };
 

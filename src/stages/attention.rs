@@ -25,6 +25,7 @@ use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, decode_state, encode_state,
     parse_table, require_predictions,
 };
+use crate::input::InputKind;
 use crate::nifti::{DataType, Voxels};
 use crate::pipeline::config::InputConfig;
 use crate::zarr::ImageWriter;
@@ -39,6 +40,9 @@ pub const KIND: StageKind = StageKind {
         ("iterations", "2", "released: erosions, then dilations, of the opening"),
         ("write_maps", "true", "write attention/<class> to each case's Zarr group"),
     ],
+    per_case: true,
+    reads: &[InputKind::Prediction],
+    writes: &["cases/{case}.zarr/attention"],
     build,
 };
 

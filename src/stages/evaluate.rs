@@ -22,6 +22,7 @@ use super::components::Components;
 use super::prob::consensus;
 use super::{CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, decode_state, encode_state};
 use super::{parse_table, require_predictions};
+use crate::input::InputKind;
 use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
 
@@ -32,6 +33,9 @@ pub const KIND: StageKind = StageKind {
         ("threshold", "0.1", "attention above this is the attention region (paper attention, Eq. 1–4)"),
         ("min_voxels", "1", "components smaller than this are left out of both counts"),
     ],
+    per_case: true,
+    reads: &[InputKind::Prediction, InputKind::Label],
+    writes: &[],
     build,
 };
 

@@ -19,6 +19,7 @@ use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, all_zero, decode_state,
     encode_state, parse_table, require_predictions,
 };
+use crate::input::InputKind;
 use crate::nifti::Voxels;
 use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
@@ -27,6 +28,9 @@ pub const KIND: StageKind = StageKind {
     kind: "metrics",
     summary: "consensus and per-model volumes (mL), Dice and NSD against original labels, model agreement",
     params: &[("nsd_tolerance_mm", "1.0", "tolerance of the normalized surface Dice, in mm")],
+    per_case: true,
+    reads: &[InputKind::Prediction, InputKind::Label],
+    writes: &[],
     build,
 };
 

@@ -24,6 +24,7 @@ pub mod review;
 pub mod surface;
 mod surface_normals;
 
+use crate::input::InputKind;
 use crate::nifti::{Header, Voxels};
 use crate::pipeline::config::InputConfig;
 use crate::zarr::{CaseStore, ZarrOptions};
@@ -42,13 +43,35 @@ pub enum StageConfig {
     Review(review::ReviewConfig),
 }
 
-/// One stage kind: its name, a summary, its parameters `(name, default, meaning)`, and how a
-/// `[[stages]]` table becomes a [`StageConfig`].
+/// One stage kind: its name, a summary, its parameters `(name, default, meaning)`, what it
+/// reads and writes per case, and how a `[[stages]]` table becomes a [`StageConfig`].
+///
+/// `reads` and `writes` are what a rerun goes by (`crate::pipeline::rerun`): a case's stage
+/// reruns when an input of a kind it reads changed, and what it wrote goes first.
 pub struct StageKind {
     pub kind: &'static str,
     pub summary: &'static str,
     pub params: &'static [(&'static str, &'static str, &'static str)],
+    /// Runs on every case's slabs (false: once over the corpus, from the journal's reductions).
+    pub per_case: bool,
+    /// The input volumes its per-case work reads.
+    pub reads: &'static [InputKind],
+    /// What it writes for one case, relative to the output directory, `{case}` standing for the
+    /// case id.
+    pub writes: &'static [&'static str],
     pub build: fn(&toml::Table, &InputConfig) -> Result<StageConfig, Vec<String>>,
+}
+
+impl StageKind {
+    /// The kind named `kind`.
+    pub fn named(kind: &str) -> Option<&'static StageKind> {
+        REGISTRY.iter().find(|k| k.kind == kind)
+    }
+
+    /// The paths it writes for `case_id` in `out`.
+    pub fn outputs(&self, out: &std::path::Path, case_id: &str) -> Vec<std::path::PathBuf> {
+        self.writes.iter().map(|w| out.join(w.replace("{case}", case_id))).collect()
+    }
 }
 
 /// Every stage kind, in the order `slabflow stages` lists them.
@@ -198,6 +221,45 @@ pub struct CaseResult {
     pub attention_size: Option<f64>,
 }
 
+impl CaseResult {
+    /// Takes from `new` what stage `kind` computed (a case whose stage `kind` alone was rerun).
+    pub fn adopt(&mut self, kind: &str, new: &CaseResult) {
+        if kind == "attention" {
+            self.attention_size = new.attention_size;
+        }
+        self.classes.resize(new.classes.len(), ClassRow::default());
+        for (row, n) in self.classes.iter_mut().zip(&new.classes) {
+            if n.consensus_voxels.is_some() {
+                row.consensus_voxels = n.consensus_voxels;
+            }
+            match kind {
+                "attention" => {
+                    row.attention_sum = n.attention_sum;
+                    row.inconsistency_sum = n.inconsistency_sum;
+                    row.uncertainty_sum = n.uncertainty_sum;
+                    row.overlap_voxels = n.overlap_voxels;
+                }
+                "metrics" => {
+                    row.volume_ml = n.volume_ml;
+                    row.dice = n.dice;
+                    row.nsd = n.nsd;
+                    row.model_volume_ml = n.model_volume_ml.clone();
+                    row.model_agreement = n.model_agreement.clone();
+                }
+                "assemble" => row.assembly = n.assembly.clone(),
+                "evaluate" => row.evaluation = n.evaluation.clone(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Forgets what stage `kind` computed (its outputs are about to be redone, or are gone).
+    pub fn forget(&mut self, kind: &str) {
+        let empty = CaseResult { classes: vec![ClassRow::default(); self.classes.len()], attention_size: None };
+        self.adopt(kind, &empty);
+    }
+}
+
 /// What a stage gets when a case starts.
 pub struct CaseContext<'a> {
     pub case_id: &'a str,
@@ -244,6 +306,27 @@ pub fn decode_state<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T,
 }
 
 impl StageConfig {
+    /// Its kind in the registry.
+    pub fn kind(&self) -> &'static StageKind {
+        let name = match self {
+            StageConfig::Normalize(_) => "normalize",
+            StageConfig::Attention(_) => "attention",
+            StageConfig::Metrics(_) => "metrics",
+            StageConfig::Assemble(_) => "assemble",
+            StageConfig::Evaluate(_) => "evaluate",
+            StageConfig::Rank(_) => "rank",
+            StageConfig::Review(_) => "review",
+        };
+        StageKind::named(name).expect("every StageConfig has a kind in REGISTRY")
+    }
+
+    /// What makes two stages of one kind the same stage: its parameters, defaults filled in
+    /// (a key written out with its default value is the same stage as one left out). The
+    /// xxh3-64 of the validated configuration, in hex.
+    pub fn digest(&self) -> String {
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{self:?}").as_bytes()))
+    }
+
     /// The runtime stage for one case; `None` for corpus-level stages (rank).
     pub fn start(&self, ctx: &CaseContext) -> Result<Option<Box<dyn SlabStage>>, String> {
         Ok(match self {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::{CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, parse_table};
+use crate::input::InputKind;
 use crate::nifti::DataType;
 use crate::pipeline::config::InputConfig;
 use crate::zarr::ImageWriter;
@@ -19,6 +20,9 @@ pub const KIND: StageKind = StageKind {
         ("b_max", "1.0", "output at a_max"),
         ("clip", "true", "clip the output to [b_min, b_max]"),
     ],
+    per_case: true,
+    reads: &[InputKind::Ct],
+    writes: &["cases/{case}.zarr/ct_norm"],
     build,
 };
 

@@ -15,6 +15,9 @@ pub const KIND: StageKind = StageKind {
         ("budget", "0.05", "fraction of cases flagged for revision"),
         ("per_dataset", "false", "apply the budget within each dataset instead of the whole corpus"),
     ],
+    per_case: false,
+    reads: &[],
+    writes: &[],
     build,
 };
 

@@ -7,7 +7,9 @@
 //!   class k of `[input] classes` as k + 1, a voxel in several classes' consensus going to the
 //!   first of them;
 //!
-//! both with the CT's affine, ready for ITK-SNAP, 3D Slicer or MONAI Label; and
+//! both with the CT's affine, ready for ITK-SNAP, 3D Slicer or MONAI Label; `.source`, the
+//! digest of the data they were made from (a rerun re-exports only the cases whose data
+//! changed, and those newly flagged); and
 //! `<output>/worklist.csv`: the flagged cases, most attention first, each with the classes to
 //! look at (those with attention, most first, at most `classes_per_case`).
 //!
@@ -35,6 +37,9 @@ pub const KIND: StageKind = StageKind {
     kind: "review",
     summary: "for flagged cases: uint8 attention heatmaps and consensus pseudo labels as .nii.gz, worklist.csv",
     params: &[("classes_per_case", "3", "classes listed per case in worklist.csv, most attention first")],
+    per_case: false,
+    reads: &[],
+    writes: &[],
     build,
 };
 
@@ -208,7 +213,14 @@ pub fn export(
             .collect();
         classes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
         let list: Vec<&str> = classes.iter().take(config.classes_per_case).map(|(_, n)| n.as_str()).collect();
-        export_case(p, out, &r.case_id).map_err(|e| format!("review export of {}: {e}", r.case_id))?;
+        // A case's folder made from the same data (its `.source`) is kept as it is.
+        let source = out.join("review").join(&r.case_id).join(".source");
+        if std::fs::read_to_string(&source).ok().as_deref() != Some(f.source.as_str()) {
+            let _ = std::fs::remove_file(&source);
+            export_case(p, out, &r.case_id).map_err(|e| format!("review export of {}: {e}", r.case_id))?;
+            crate::checkpoint::durable::write_atomic(&source, f.source.as_bytes())
+                .map_err(|e| format!("{}: {e}", source.display()))?;
+        }
         rows.push(vec![
             r.rank.to_string(),
             r.case_id.clone(),
@@ -228,6 +240,19 @@ pub fn remove_unlisted(out: &Path, rows: &[Vec<String>]) -> Result<(), String> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !rows.iter().skip(1).any(|r| r[1] == name) {
+            crate::checkpoint::durable::remove_path(&e.path())
+                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every case folder slabflow exported to review/ (those holding a `.source`), for a
+/// pipeline that no longer reviews; anything else there is left alone.
+pub fn remove_exports(out: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
+    for e in entries.flatten() {
+        if e.path().join(".source").is_file() {
             crate::checkpoint::durable::remove_path(&e.path())
                 .map_err(|err| format!("{}: {err}", e.path().display()))?;
         }

@@ -128,8 +128,6 @@ pub struct CaseStore {
 }
 
 impl CaseStore {
-    /// Creates `dir` as a new, empty Zarr v3 group, replacing whatever was there (a case caught
-    /// half-way by an earlier run is redone from scratch).
     /// Creates the case group at `dir`, replacing what was there — unless `keep` (a case
     /// resumed from a slab checkpoint), when the chunks already written stay and the metadata
     /// is written again, identical.
@@ -142,6 +140,17 @@ impl CaseStore {
         let cs = CaseStore { dir: dir.to_owned(), store };
         cs.group("/", attributes)?;
         Ok(cs)
+    }
+
+    /// The case group at `dir` as it is, to add or replace images in it (a case redone in
+    /// part): nothing is rewritten but what is written through it. `fresh`: the images about
+    /// to be written were removed first (no chunk of theirs is on disk), so an all-fill chunk
+    /// needs no erase.
+    pub fn open(dir: &Path, fresh: bool) -> Result<CaseStore, StoreError> {
+        if !dir.join("zarr.json").is_file() {
+            return Err(StoreError::Zarr { path: dir.to_owned(), message: "the case's Zarr group is missing".into() });
+        }
+        Ok(CaseStore { dir: dir.to_owned(), store: Arc::new(SlabStore::new(dir, fresh)) })
     }
 
     pub fn dir(&self) -> &Path {
