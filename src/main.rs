@@ -404,6 +404,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     sh.assigned.saturating_sub(sh.done + sh.failed)
                 );
             }
+            for (id, why) in &st.redoing {
+                println!("  redoing {id}: {why} (interrupted; the next run finishes it)");
+            }
             for (id, z, nz) in &st.partial {
                 println!("  in progress {id}: slices 0–{z} of {nz} saved (a slab checkpoint; resumes there)");
             }

@@ -306,3 +306,28 @@ fn a_killed_rerun_of_changed_stages_reruns_to_a_clean_runs_outputs() {
     };
     w.scenario("stages", &setup, &|o| w.run(o, &[]), &[&|o| w.run(o, &[])], None);
 }
+
+#[test]
+fn a_killed_rerun_that_drops_a_stage_an_export_and_a_file_reruns_to_a_clean_runs_outputs() {
+    // The output holds a run with an evaluate stage, release exports and a revised file that
+    // is gone since: the rerun drops the stage, removes the exports and the file's copy (and
+    // redoes assemble), killed at every point; then run again: a clean run's outputs, with
+    // nothing of what was dropped left over.
+    let w = World::with(false);
+    let before = w.dir.join("before.toml");
+    std::fs::write(&before, format!("{}[[stages]]\nkind = \"evaluate\"\n", World::text(true))).unwrap();
+    let case = w.corpus.join("BDMAP_00000001");
+    let label = std::fs::read_dir(case.join("segmentations")).unwrap().next().unwrap().unwrap().path();
+    let revised = case.join("revised").join(label.file_name().unwrap());
+    let setup = |o: &Path| {
+        std::fs::create_dir_all(revised.parent().unwrap()).unwrap();
+        std::fs::copy(&label, &revised).unwrap();
+        let mut a = w.run(o, &[]);
+        a[1] = before.to_str().unwrap().to_string();
+        let r = plain(&a);
+        assert!(r.status.success(), "{}", util::stderr(&r));
+        assert!(o.join("release").read_dir().unwrap().next().is_some() && o.join("evaluation.csv").is_file());
+        std::fs::remove_file(&revised).unwrap();
+    };
+    w.scenario("dropped", &setup, &|o| w.run(o, &[]), &[&|o| w.run(o, &[])], None);
+}

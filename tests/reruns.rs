@@ -379,3 +379,58 @@ fn a_revised_label_reruns_assemble_for_its_case_only() {
     run(&p, &corpus, &fresh, None);
     assert_eq!(util::outputs(&out), util::outputs(&fresh));
 }
+
+#[test]
+fn a_redo_stopped_mid_way_is_shown_and_finished_by_the_next_run() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = corpus(t.path());
+    let out = t.path().join("out");
+    run(&pipeline(t.path(), "p.toml", 0.25, 1.0, true), &corpus, &out, None);
+    // Another NSD tolerance, a slab checkpoint after every slab, and a SIGTERM at the third
+    // sync: cases are caught mid-redo.
+    let p = pipeline(t.path(), "p2.toml", 0.25, 2.0, true);
+    let text = std::fs::read_to_string(&p).unwrap().replace("slab_depth = 8", "slab_depth = 8\ncheckpoint_secs = 0");
+    std::fs::write(&p, text).unwrap();
+    let args = ["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    // How many syncs the redo makes, counted on a copy; then a SIGTERM at each in turn, on a
+    // copy of the output as it was, until one catches a case mid-redo (with 2 cases at once,
+    // which sync does varies a little from run to run).
+    let pristine = t.path().join("pristine");
+    let cp = |from: &Path, to: &Path| {
+        let _ = std::fs::remove_dir_all(to);
+        assert!(std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
+    };
+    cp(&out, &pristine);
+    let count = t.path().join("count.txt");
+    let o = util::bin()
+        .args(args)
+        .env("LD_PRELOAD", util::fault_shim())
+        .env("SLABFLOW_FAULT_CLASSES", "s")
+        .env("SLABFLOW_FAULT_COUNT", &count)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let syncs: u64 = std::fs::read_to_string(&count).unwrap().trim().parse().unwrap();
+    let caught = (1..=syncs).find_map(|at| {
+        cp(&pristine, &out);
+        let o = util::bin()
+            .args(args)
+            .env("LD_PRELOAD", util::fault_shim())
+            .env("SLABFLOW_FAULT_CLASSES", "s")
+            .env("SLABFLOW_FAULT_AT", at.to_string())
+            .env("SLABFLOW_FAULT_SIGNAL", "15")
+            .output()
+            .unwrap();
+        let st = util::slabflow(&["status", "--output", out.to_str().unwrap()]);
+        let st = String::from_utf8_lossy(&st.stdout).into_owned();
+        (o.status.code() == Some(130) && st.contains("  redoing ")).then_some(st)
+    });
+    let st = caught.expect("a SIGTERM at some sync catches a case mid-redo");
+    assert!(st.contains("metrics parameters changed (interrupted; the next run finishes it)"), "{st}");
+    assert!(!st.contains(", 4 done,"), "a case caught mid-redo is not done: {st}");
+    let said = run(&p, &corpus, &out, None);
+    assert!(said.contains("an interrupted redo (metrics parameters changed) finished"), "{said}");
+    let fresh = t.path().join("fresh");
+    run(&p, &corpus, &fresh, None);
+    assert_eq!(util::outputs(&out), util::outputs(&fresh));
+}

@@ -55,6 +55,11 @@ fn shards_then_merge_equal_a_single_node_run() {
     let text = String::from_utf8_lossy(&st.stdout);
     assert!(text.contains("7 discovered, 6 done, 1 failed, 0 left"), "{text}");
     assert!(text.contains("shard 0/3: 3 cases") && text.contains("shard 2/3: 2 cases"), "{text}");
+    // What each shard's next run would do: redo its failed case, keep the others.
+    let next: Vec<&str> = text.lines().filter(|l| l.starts_with("next run of shard ")).collect();
+    assert_eq!(next.len(), 3, "{text}");
+    assert_eq!(next.iter().filter(|l| l.contains(": 1 to compute, 0 to recompute")).count(), 1, "{text}");
+    assert_eq!(next.iter().filter(|l| l.contains(": 0 to compute, 0 to recompute")).count(), 2, "{text}");
     let o = merge(&out);
     assert_eq!(o.status.code(), Some(1), "{}", util::stderr(&o));
     assert!(util::stderr(&o).contains("Merged 3 shards: 6 cases succeeded, 1 failed"), "{}", util::stderr(&o));

@@ -93,16 +93,20 @@ pub struct Fingerprint {
     /// the slab depth ([`crate::pipeline::config::Pipeline::base_digest`]). The stages are not
     /// in it: a single-node run whose stages changed goes on, rerunning what changed.
     pub base: String,
+    /// The per-case and corpus-level stages: a digest of each one's kind and
+    /// [`crate::stages::StageConfig::digest`], in order.
+    pub stages: String,
     /// The corpus root the run reads.
     pub input: PathBuf,
 }
 
 impl Fingerprint {
-    pub fn of(text: &str, base: &str, input: &Path) -> Fingerprint {
+    pub fn of(text: &str, base: &str, stages: &str, input: &Path) -> Fingerprint {
         Fingerprint {
             slabflow: env!("CARGO_PKG_VERSION").to_string(),
             pipeline: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
             base: base.to_string(),
+            stages: stages.to_string(),
             input: std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned()),
         }
     }
@@ -140,14 +144,14 @@ impl Manifest {
     /// 3: stage digests and content digests in the records, the base in the fingerprint.
     pub const FORMAT: u32 = 3;
 
-    /// The manifest a run of the pipeline `text` (its [`Fingerprint::base`] `base`) over `input`
-    /// wants.
-    pub fn new(text: &str, base: &str, input: &Path, split: Option<Split>) -> Manifest {
+    /// The manifest a run of the pipeline `text` (its [`Fingerprint::base`] `base` and
+    /// [`Fingerprint::stages`] `stages`) over `input` wants.
+    pub fn new(text: &str, base: &str, stages: &str, input: &Path, split: Option<Split>) -> Manifest {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Manifest {
             format: Self::FORMAT,
             run_id: format!("{:x}-{:x}", now.as_nanos(), std::process::id()),
-            fingerprint: Fingerprint::of(text, base, input),
+            fingerprint: Fingerprint::of(text, base, stages, input),
             pipeline_text: text.to_string(),
             split,
         }
@@ -170,7 +174,11 @@ impl Manifest {
             Ok(m) => Err(CheckpointError::Unreadable {
                 path,
                 dir: out.to_owned(),
-                error: format!("journal format {}, this slabflow writes {}", m.format, Self::FORMAT),
+                error: format!(
+                    "written by an older slabflow (journal format {}; this slabflow writes {}), whose results it cannot tell apart",
+                    m.format,
+                    Self::FORMAT
+                ),
             }),
             Err(e) => Err(CheckpointError::Unreadable { path, dir: out.to_owned(), error: e.to_string() }),
         }
@@ -205,7 +213,7 @@ impl Manifest {
     /// manifest is then rewritten with its pipeline ([`Manifest::replace`]), and the records
     /// say, case by case, which stages made what they hold.
     pub fn stages_changed(&self, want: &Manifest) -> bool {
-        self.fingerprint.pipeline != want.fingerprint.pipeline && self.conflict(want, Path::new("")).is_none()
+        self.fingerprint.stages != want.fingerprint.stages && self.conflict(want, Path::new("")).is_none()
     }
 
     /// Rewrites the manifest of `out` with `want`'s pipeline, keeping its `run_id` (the records
@@ -236,7 +244,7 @@ impl Manifest {
                 describe_change(&self.pipeline_text, &want.pipeline_text)
             ));
         }
-        if before.pipeline != now.pipeline && (self.split.is_some() || want.split.is_some()) {
+        if before.stages != now.stages && (self.split.is_some() || want.split.is_some()) {
             return changed(format!(
                 "the stages of a sharded run changed (its shards run one pipeline; a single-node run reruns only what changed): {}",
                 describe_change(&self.pipeline_text, &want.pipeline_text)
@@ -299,24 +307,47 @@ pub fn describe_cases(added: &[&String], removed: &[&String]) -> String {
     parts.join(", ")
 }
 
+/// What a finished case holds: its reductions, and what its outputs were made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseDone {
+    pub result: CaseResult,
+    pub slabs: usize,
+    pub bytes: u64,
+    /// Every input file of the case, as it was when it was read: a rerun redoes what read a
+    /// file that differs ([`compare_inputs`]).
+    pub inputs: Vec<InputStamp>,
+    /// The per-case stages whose outputs the case holds: kind → [`crate::stages::StageConfig::digest`].
+    /// A rerun reruns a stage whose parameters differ, and drops one the pipeline lost.
+    pub stages: BTreeMap<String, String>,
+}
+
 /// How one case ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Outcome {
-    Done {
-        result: CaseResult,
-        slabs: usize,
-        bytes: u64,
-        /// Every input file of the case, as it was when it was read: a rerun recomputes what
-        /// read a file that differs ([`compare_inputs`]).
-        inputs: Vec<InputStamp>,
-        /// The per-case stages whose outputs the case holds: kind → [`crate::stages::StageConfig::digest`].
-        /// A rerun reruns a stage whose parameters differ, and drops one the pipeline lost.
-        stages: BTreeMap<String, String>,
+    Done(CaseDone),
+    /// Part of a finished case is being redone (`crate::pipeline::rerun`): `kept` is what of
+    /// it stands, `remove` what goes before the part is redone, `why` why. Not finished:
+    /// `status` shows it in progress, `merge` waits for it, the tables leave it out; the next
+    /// run finishes it.
+    Redoing {
+        kept: CaseDone,
+        remove: Vec<PathBuf>,
+        why: Vec<String>,
     },
     Failed {
         error: String,
     },
+}
+
+impl Outcome {
+    /// What of the case stands: all of it when done, the kept part while a part is redone.
+    pub fn kept(&self) -> Option<&CaseDone> {
+        match self {
+            Outcome::Done(d) | Outcome::Redoing { kept: d, .. } => Some(d),
+            Outcome::Failed { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -441,6 +472,15 @@ impl Journal {
         write_atomic(&path, &serde_json::to_vec(&rec).expect("serialisable")).map_err(io_err(&path))
     }
 
+    /// Removes a case's record, durably: done before a finished case is recomputed whole, so
+    /// that no record names its data while it is replaced. Its slab checkpoint stays.
+    pub fn forget(&self, case_id: &str) -> Result<(), CheckpointError> {
+        lock::verify_held();
+        let path = self.dir.join("cases").join(format!("{case_id}.json"));
+        durable::remove_path(&path).map_err(io_err(&path))?;
+        sync_parent(&path).map_err(io_err(&path))
+    }
+
     fn slab_path(&self, case_id: &str) -> PathBuf {
         self.dir.join("cases").join(format!("{case_id}.slab"))
     }
@@ -519,8 +559,9 @@ impl InputDiff {
 /// holds. A file of the same size and modification time is unchanged; one of another size is
 /// changed; one of the same size but another time is read again and compared by content
 /// digest (xxh3-64 of its bytes), so a file touched, copied back or restored from a backup
-/// counts as unchanged and only a real change recomputes.
-pub fn compare_inputs(recorded: &[InputStamp], now: &[(String, PathBuf)]) -> InputDiff {
+/// counts as unchanged and only a real change recomputes. `quick`: such a file counts as
+/// changed, unread.
+pub fn compare_inputs(recorded: &[InputStamp], now: &[(String, PathBuf)], quick: bool) -> InputDiff {
     let mut diff = InputDiff::default();
     for (group, path) in now {
         let Some(s) = recorded.iter().find(|s| s.path == *path) else {
@@ -530,7 +571,7 @@ pub fn compare_inputs(recorded: &[InputStamp], now: &[(String, PathBuf)]) -> Inp
         let change = match InputStamp::of(path, group) {
             Err(e) => Some(Change::Unreadable(e.to_string())),
             Ok(n) if n.len == s.len && n.modified_ns == s.modified_ns => None,
-            Ok(n) if n.len != s.len => Some(Change::Changed),
+            Ok(n) if n.len != s.len || quick => Some(Change::Changed),
             Ok(n) => match (s.digest, file_digest(path)) {
                 (Some(d), Ok(now)) if d == now => {
                     diff.touched.push(InputStamp { digest: Some(now), ..n });
@@ -629,6 +670,8 @@ pub struct Status {
     pub failed: Vec<(String, String)>,
     /// Cases caught mid-way with a slab checkpoint: (case id, next slice, slices).
     pub partial: Vec<(String, usize, usize)>,
+    /// Finished cases caught while a part of them was redone: (case id, why).
+    pub redoing: Vec<(String, String)>,
     /// Per shard of a sharded run.
     pub shards: Vec<ShardStatus>,
 }
@@ -666,6 +709,7 @@ pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> 
         }
     }
     let (mut done, mut failed, mut partial, mut shards) = (0, Vec::new(), Vec::new(), Vec::new());
+    let mut redoing = Vec::new();
     for (shard, assigned, dir) in journals {
         let journal = Journal::at(dir, &m.run_id);
         let records = journal.records();
@@ -678,6 +722,10 @@ pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> 
             })
             .collect();
         partial.extend(journal.partial(&records));
+        redoing.extend(records.values().filter_map(|r| match &r.outcome {
+            Outcome::Redoing { why, .. } => Some((r.case_id.clone(), why.join(", "))),
+            _ => None,
+        }));
         if let Some(s) = shard {
             shards.push(ShardStatus { shard: s, assigned: assigned.len(), done: d, failed: f.len() });
         }
@@ -694,6 +742,7 @@ pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> 
         done,
         failed,
         partial,
+        redoing,
         shards,
     })
 }
@@ -728,24 +777,26 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let out = t.path();
         let split = |cases: &[&str]| Some(Split { shards: 2, cases: cases.iter().map(|s| s.to_string()).collect() });
-        let a = Manifest::new("x = 1\n", "b1", out, split(&["A", "B", "C"]));
+        let a = Manifest::new("x = 1\n", "b1", "s1", out, split(&["A", "B", "C"]));
         assert_eq!(a.publish(out).unwrap(), None);
-        let b = Manifest::new("x = 1\n", "b1", out, split(&["A", "B", "C"]));
+        let b = Manifest::new("x = 1\n", "b1", "s1", out, split(&["A", "B", "C"]));
         assert_eq!(b.publish(out).unwrap(), Some(a.clone()), "the first one stays");
         assert!(a.conflict(&b, out).is_none(), "same pipeline, split and cases");
-        let c = Manifest::new("x = 1\n", "b1", out, split(&["A", "B", "C", "D"]));
+        let c = Manifest::new("x = 1\n", "b1", "s1", out, split(&["A", "B", "C", "D"]));
         let e = a.conflict(&c, out).unwrap().to_string();
         assert!(e.contains("1 case added (D)"), "{e}");
-        let d = Manifest::new("x = 2\n", "b2", out, split(&["A", "B", "C"]));
+        let d = Manifest::new("x = 2\n", "b2", "s1", out, split(&["A", "B", "C"]));
         assert!(a.conflict(&d, out).unwrap().to_string().contains("`x = 1` became `x = 2`"));
-        let single = Manifest::new("x = 1\n", "b1", out, None);
+        let single = Manifest::new("x = 1\n", "b1", "s1", out, None);
         assert!(a.conflict(&single, out).unwrap().to_string().contains("split in 2 shards"));
-        let stages = Manifest::new("x = 1\ny = 2\n", "b1", out, split(&["A", "B", "C"]));
+        let stages = Manifest::new("x = 1\ny = 2\n", "b1", "s2", out, split(&["A", "B", "C"]));
         assert!(a.conflict(&stages, out).unwrap().to_string().contains("stages of a sharded run changed"));
-        let one = Manifest::new("x = 1\n", "b1", out, None);
-        let other = Manifest::new("x = 1\ny = 2\n", "b1", out, None);
+        let one = Manifest::new("x = 1\n", "b1", "s1", out, None);
+        let other = Manifest::new("x = 1\ny = 2\n", "b1", "s2", out, None);
         assert!(one.conflict(&other, out).is_none() && one.stages_changed(&other), "stages alone change");
         assert!(!one.stages_changed(&one.clone()));
+        let comment = Manifest::new("# a comment\nx = 1\n", "b1", "s1", out, split(&["A", "B", "C"]));
+        assert!(a.conflict(&comment, out).is_none(), "a comment is no change to a sharded run");
         std::fs::write(Manifest::path(out), b"{ torn").unwrap();
         assert!(matches!(Manifest::read(out), Err(CheckpointError::Unreadable { .. })));
     }

@@ -283,7 +283,7 @@ pub fn process_case(
     let kinds_read: Vec<InputKind> =
         (0..p.stages.len()).filter(|&i| runs(i)).flat_map(|i| p.stages[i].kind().reads.iter().copied()).collect();
     let read: Vec<bool> = vols.iter().zip(&convert).map(|(v, &c)| c || kinds_read.contains(&v.role.kind())).collect();
-    let scope = part.map(|w| w.scope(p)).unwrap_or_default();
+    let scope = part.map_or_else(|| crate::pipeline::rerun::whole_scope(p), |w| w.scope(p));
     let depth = p.runtime.slab_depth;
     let headers: Vec<Header> = readers.iter().map(|r| r.header().clone()).collect();
     let need = case_memory(&headers, depth, p);
@@ -322,6 +322,7 @@ pub fn process_case(
                 // What is redone goes first (a resumed part did this before its checkpoint).
                 for path in w.to_remove(p, env.out_dir, &case.id) {
                     crate::checkpoint::durable::remove_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    prune_empty_groups(&path, &case_dir).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
             }
             CaseStore::open(&case_dir, resume.is_none())
@@ -520,6 +521,26 @@ pub fn process_case(
         Some(z) => CaseEnd::Paused { z, nz },
         None => CaseEnd::Done(report, result),
     })
+}
+
+/// Removes the groups above `removed` (inside the case group `root`) that hold nothing but
+/// their own `zarr.json` now — `revised/` once its last image is gone — as a case that never
+/// had them would not have them.
+fn prune_empty_groups(removed: &Path, root: &Path) -> std::io::Result<()> {
+    let mut dir = removed.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        let names: Vec<_> = match std::fs::read_dir(d) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if names.iter().any(|n| n != "zarr.json") {
+            break;
+        }
+        crate::checkpoint::durable::remove_path(d)?;
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 /// A case's reductions before any stage has run.

@@ -167,7 +167,9 @@ impl Pipeline {
 
     /// The manifest a run of this pipeline wants (`split`: a sharded run's).
     pub fn manifest(&self, split: Option<crate::checkpoint::Split>) -> crate::checkpoint::Manifest {
-        crate::checkpoint::Manifest::new(&self.text, &self.base_digest(), &self.input.root, split)
+        let stages: String = self.stages.iter().map(|s| format!("{}@{};", s.kind().kind, s.digest())).collect();
+        let stages = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(stages.as_bytes()));
+        crate::checkpoint::Manifest::new(&self.text, &self.base_digest(), &stages, &self.input.root, split)
     }
 
     /// Reads and validates `file`; relative `root`/`dir` are taken relative to the current

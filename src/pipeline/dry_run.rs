@@ -98,7 +98,7 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
     }
     let journal = Journal::at(Journal::dir_of(out, opts.shard), &m.run_id);
     let records: BTreeMap<String, CaseRecord> = if opts.fresh { BTreeMap::new() } else { journal.records() };
-    for (c, work) in rerun::triage(p, &cases, &records) {
+    for (c, work) in rerun::triage(p, &cases, &records, false) {
         let id = c.id.clone();
         match work {
             Work::Keep { .. } => plan.keep.push(id),
@@ -107,7 +107,7 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
                 plan.redo.push((id, part.why.join(", "), stages))
             }
             Work::Whole { why } => match (records.get(&c.id), journal.load_slab(&c.id)) {
-                (Some(CaseRecord { outcome: Outcome::Done { .. }, .. }), _) => {
+                (Some(CaseRecord { outcome: Outcome::Done(_) | Outcome::Redoing { .. }, .. }), _) => {
                     plan.recompute.push((id, why.unwrap_or_default()))
                 }
                 (_, Some(cp)) if !opts.fresh => plan.resume.push((id, cp.z, cp.nz)),

@@ -9,7 +9,8 @@
 use std::path::Path;
 
 use crate::checkpoint::durable::write_atomic;
-use crate::checkpoint::{CaseRecord, Outcome};
+use crate::checkpoint::{CaseDone, CaseRecord, Outcome};
+use crate::input::InputKind;
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;
 use crate::stages::metrics::model_pairs;
@@ -39,9 +40,9 @@ pub struct Finished<'a> {
     pub id: &'a str,
     pub dataset: &'a str,
     pub result: &'a CaseResult,
-    /// What the case's data was made from: its input files' contents and its stages (a digest
-    /// of the record's content digests and stage digests). Exports made from the same data
-    /// need not be made again.
+    /// What the case's review exports are made from: a digest of its CT's and predictions'
+    /// content digests and of its attention stage. Exports made from the same need not be
+    /// made again.
     pub source: String,
 }
 
@@ -51,14 +52,21 @@ pub fn split(records: &[CaseRecord]) -> (Vec<Finished<'_>>, Vec<(String, String)
     let mut failed = Vec::new();
     for r in records {
         match &r.outcome {
-            Outcome::Done { result, inputs, stages, .. } => {
-                let made_of: Vec<(&str, u64, Option<u64>)> =
-                    inputs.iter().map(|s| (s.group.as_str(), s.len, s.digest)).collect();
-                let text = serde_json::to_string(&(made_of, stages)).expect("serialisable");
+            Outcome::Done(CaseDone { result, inputs, stages, .. }) => {
+                // What the review exports are made of: the CT's grid, the predictions, and
+                // the attention maps.
+                let made_of: Vec<(&str, u64, Option<u64>)> = inputs
+                    .iter()
+                    .filter(|s| matches!(InputKind::of_group(&s.group), InputKind::Ct | InputKind::Prediction))
+                    .map(|s| (s.group.as_str(), s.len, s.digest))
+                    .collect();
+                let text = serde_json::to_string(&(made_of, stages.get("attention"))).expect("serialisable");
                 let source = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
                 done.push(Finished { id: &r.case_id, dataset: &r.dataset, result, source })
             }
             Outcome::Failed { error } => failed.push((r.case_id.clone(), error.clone())),
+            // Being redone: neither (left for the run that finishes it).
+            Outcome::Redoing { .. } => {}
         }
     }
     (done, failed)

@@ -23,7 +23,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{CaseRecord, Change, InputStamp, Outcome, compare_inputs};
+use rayon::prelude::*;
+
+use crate::checkpoint::{CaseDone, CaseRecord, Change, InputStamp, Outcome, compare_inputs};
 use crate::input::{Case, InputKind};
 use crate::pipeline::config::Pipeline;
 use crate::stages::{CaseResult, StageKind};
@@ -51,13 +53,15 @@ pub struct Partial {
     pub stages: Vec<usize>,
     /// Stage kinds the pipeline no longer has: their outputs go.
     pub dropped: Vec<String>,
-    /// Why, for people: "predictions/unet/liver.nii.gz changed", "metrics: parameters changed".
+    /// What an interrupted redo was removing (its record says), removed first.
+    pub leftover: Vec<PathBuf>,
+    /// Why, for people: "predictions/unet/liver.nii.gz changed", "metrics parameters changed".
     pub why: Vec<String>,
     pub touched: Vec<InputStamp>,
 }
 
 impl Work {
-    /// Whether the run has anything to do for the case.
+    /// Whether the run has nothing to do for the case.
     pub fn is_keep(&self) -> bool {
         matches!(self, Work::Keep { .. })
     }
@@ -68,14 +72,25 @@ pub fn stage_digests(p: &Pipeline) -> BTreeMap<String, String> {
     p.stages.iter().filter(|s| s.kind().per_case).map(|s| (s.kind().kind.to_string(), s.digest())).collect()
 }
 
-/// What to do with each of `cases`, given the journal's `records`.
-pub fn triage<'a>(p: &Pipeline, cases: &'a [Case], records: &BTreeMap<String, CaseRecord>) -> Vec<(&'a Case, Work)> {
-    cases.iter().map(|c| (c, work(p, c, records.get(&c.id)))).collect()
+/// What to do with each of `cases`, given the journal's `records`: the files of the cases are
+/// compared on the rayon pool (a file touched is read whole, for its digest). `quick`: a file
+/// touched counts as changed, unread — enough to find a case to plan with.
+pub fn triage<'a>(
+    p: &Pipeline,
+    cases: &'a [Case],
+    records: &BTreeMap<String, CaseRecord>,
+    quick: bool,
+) -> Vec<(&'a Case, Work)> {
+    cases.par_iter().map(|c| (c, work(p, c, records.get(&c.id), quick))).collect()
 }
 
-fn work(p: &Pipeline, c: &Case, record: Option<&CaseRecord>) -> Work {
-    let Some(CaseRecord { outcome: Outcome::Done { inputs, stages, .. }, .. }) = record else {
+fn work(p: &Pipeline, c: &Case, record: Option<&CaseRecord>, quick: bool) -> Work {
+    let Some(CaseDone { inputs, stages, .. }) = record.and_then(|r| r.outcome.kept()) else {
         return Work::Whole { why: None };
+    };
+    let interrupted = match record.map(|r| &r.outcome) {
+        Some(Outcome::Redoing { remove, why, .. }) => Some((remove.clone(), why.clone())),
+        _ => None,
     };
     let vols = match c.volumes(p) {
         Ok(v) => v,
@@ -85,7 +100,7 @@ fn work(p: &Pipeline, c: &Case, record: Option<&CaseRecord>) -> Work {
         return Work::Whole { why: Some("recorded without input stamps".into()) };
     }
     let now: Vec<(String, PathBuf)> = vols.into_iter().map(|v| (v.group, v.path)).collect();
-    let diff = compare_inputs(inputs, &now);
+    let diff = compare_inputs(inputs, &now, quick);
     let case_dir = c.ct.parent().unwrap_or(&p.input.root);
     let name = |path: &Path| {
         let rel = [case_dir, p.input.root.as_path()].into_iter().find_map(|r| path.strip_prefix(r).ok());
@@ -132,6 +147,13 @@ fn work(p: &Pipeline, c: &Case, record: Option<&CaseRecord>) -> Work {
             part.why.push(format!("{kind} removed"));
         }
     }
+    if let Some((leftover, why)) = interrupted {
+        // What was being redone is missing from the kept record, so it is found again above;
+        // say why it was being redone.
+        part.leftover = leftover;
+        part.why = vec![format!("an interrupted redo ({}) finished", why.join(", "))];
+        return Work::Part(part);
+    }
     if part.convert.is_empty() && part.remove.is_empty() && part.stages.is_empty() && part.dropped.is_empty() {
         Work::Keep { touched: part.touched }
     } else {
@@ -145,48 +167,57 @@ impl Partial {
         self.stages.iter().map(|&i| p.stages[i].kind().kind).collect()
     }
 
-    /// What identifies this part in a slab checkpoint: the stages rerun and the groups
-    /// converted (a checkpoint of another part does not resume this one).
-    pub fn scope(&self, p: &Pipeline) -> Vec<String> {
-        let mut v: Vec<String> = self.stage_kinds(p).into_iter().map(String::from).collect();
-        v.extend(self.convert.iter().cloned());
-        v
-    }
-
-    /// What is removed before the part is redone: the groups converted again or gone, and
-    /// what the rerun and the dropped stages wrote.
+    /// What is removed before the part is redone: what an interrupted redo was removing, the
+    /// groups converted again or gone, and what the rerun and the dropped stages wrote.
     pub fn to_remove(&self, p: &Pipeline, out: &Path, case_id: &str) -> Vec<PathBuf> {
         let case_dir = out.join("cases").join(format!("{case_id}.zarr"));
-        let mut v: Vec<PathBuf> = self.convert.iter().chain(&self.remove).map(|g| case_dir.join(g)).collect();
+        let mut v = self.leftover.clone();
+        v.extend(self.convert.iter().chain(&self.remove).map(|g| case_dir.join(g)));
         let kinds = self.stage_kinds(p).into_iter().chain(self.dropped.iter().map(String::as_str));
         for k in kinds.filter_map(StageKind::named) {
             v.extend(k.outputs(out, case_id));
         }
+        v.sort();
+        v.dedup();
         v
     }
 
-    /// The record to publish before the part is redone: without the stamps of the files about
-    /// to be converted or gone, the stages about to rerun or dropped, and their results.
-    pub fn voided(&self, p: &Pipeline, rec: &CaseRecord) -> CaseRecord {
-        let mut rec = rec.clone();
-        if let Outcome::Done { result, inputs, stages, .. } = &mut rec.outcome {
-            inputs.retain(|s| !self.convert.contains(&s.group) && !self.remove.contains(&s.group));
-            for kind in self.stage_kinds(p).into_iter().chain(self.dropped.iter().map(String::as_str)) {
-                stages.remove(kind);
-                result.forget(kind);
+    /// The record to publish before the part is redone: [`Outcome::Redoing`], with what
+    /// stands — the record without the stamps of the files about to be converted or gone, the
+    /// stages about to rerun or dropped, and their results — and what is about to be removed.
+    pub fn voided(&self, p: &Pipeline, out: &Path, rec: &CaseRecord) -> CaseRecord {
+        let mut kept = rec.outcome.kept().expect("a part is redone only of a finished case").clone();
+        kept.inputs.retain(|s| !self.convert.contains(&s.group) && !self.remove.contains(&s.group));
+        let consensus: Vec<Option<u64>> = kept.result.classes.iter().map(|r| r.consensus_voxels).collect();
+        for kind in self.stage_kinds(p).into_iter().chain(self.dropped.iter().map(String::as_str)) {
+            kept.stages.remove(kind);
+            kept.result.forget(kind);
+        }
+        if kept.stages.contains_key("attention") || kept.stages.contains_key("metrics") {
+            // A stage that counted the consensus stands: so does its count.
+            for (row, c) in kept.result.classes.iter_mut().zip(consensus) {
+                row.consensus_voxels = c;
             }
         }
-        rec
+        let outcome = Outcome::Redoing { kept, remove: self.to_remove(p, out, &rec.case_id), why: self.why.clone() };
+        CaseRecord { outcome, ..rec.clone() }
     }
 
     /// The record once the part is redone: `old` (as [`Partial::voided`] left it) with what
-    /// the rerun stages computed (`new`), their digests, and the stamps of the files read now
-    /// (`read`: those with a content digest) or touched, the others kept.
-    pub fn finished(&self, p: &Pipeline, old: &CaseRecord, new: &CaseResult, read: &[InputStamp]) -> Outcome {
-        let rec = self.voided(p, old);
-        let Outcome::Done { mut result, slabs, bytes, inputs: before, mut stages } = rec.outcome else {
-            unreachable!("a part is redone only of a finished case")
-        };
+    /// the rerun stages computed (`new`) and their digests; the stamps of the files converted
+    /// now (`read`), of files touched, and the record's for the others — a file read but not
+    /// converted keeps its recorded stamp (the case's copy of it is that one; were it changed
+    /// since, the next run sees that and converts it).
+    pub fn finished(
+        &self,
+        p: &Pipeline,
+        out: &Path,
+        old: &CaseRecord,
+        new: &CaseResult,
+        read: &[InputStamp],
+    ) -> Outcome {
+        let Outcome::Redoing { kept, .. } = self.voided(p, out, old).outcome else { unreachable!("voided is Redoing") };
+        let CaseDone { mut result, slabs, bytes, inputs: before, mut stages } = kept;
         for &i in &self.stages {
             let s = &p.stages[i];
             result.adopt(s.kind().kind, new);
@@ -195,21 +226,35 @@ impl Partial {
         let inputs = read
             .iter()
             .map(|now| {
-                if now.digest.is_some() {
+                if self.convert.contains(&now.group) {
                     return now.clone();
                 }
                 let touched = self.touched.iter().find(|s| s.path == now.path);
                 touched.or_else(|| before.iter().find(|s| s.path == now.path)).unwrap_or(now).clone()
             })
             .collect();
-        Outcome::Done { result, slabs, bytes, inputs, stages }
+        Outcome::Done(CaseDone { result, slabs, bytes, inputs, stages })
     }
+
+    /// What identifies this part in a slab checkpoint: the stages rerun, with their
+    /// parameters, and the groups converted (a checkpoint of another part does not resume it).
+    pub fn scope(&self, p: &Pipeline) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.stages.iter().map(|&i| format!("{}@{}", p.stages[i].kind().kind, p.stages[i].digest())).collect();
+        v.extend(self.convert.iter().cloned());
+        v
+    }
+}
+
+/// What identifies a whole case's run in a slab checkpoint: its stages, with their parameters.
+pub fn whole_scope(p: &Pipeline) -> Vec<String> {
+    stage_digests(p).into_iter().map(|(k, d)| format!("{k}@{d}")).collect()
 }
 
 /// A kept case's record with the stamps of files touched since (same content).
 pub fn restamped(rec: &CaseRecord, touched: &[InputStamp]) -> CaseRecord {
     let mut rec = rec.clone();
-    if let Outcome::Done { inputs, .. } = &mut rec.outcome {
+    if let Outcome::Done(CaseDone { inputs, .. }) = &mut rec.outcome {
         for s in inputs.iter_mut() {
             if let Some(t) = touched.iter().find(|t| t.path == s.path) {
                 *s = t.clone();

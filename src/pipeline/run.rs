@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::durable::{CaseSync, create_dir_durable, remove_path};
 use crate::checkpoint::lock::LockError;
-use crate::checkpoint::{CaseRecord, CheckpointError, Journal, Manifest, Outcome};
+use crate::checkpoint::{CaseDone, CaseRecord, CheckpointError, Journal, Manifest, Outcome};
 use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::{MemoryBudget, MemoryWatch, Overshoot};
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
@@ -138,7 +138,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         Ok(Some(m)) if !opts.fresh => Journal::at(Journal::dir_of(&p.output.dir, opts.shard), &m.run_id).records(),
         _ => Default::default(),
     };
-    let headers: Vec<_> = triage(p, &cases, &earlier)
+    let headers: Vec<_> = triage(p, &cases, &earlier, true)
         .into_iter()
         .filter(|(_, w)| !w.is_keep())
         .find_map(|(c, _)| case::open_case(c, p).ok())
@@ -181,11 +181,15 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         create_dir_durable(&release).map_err(|source| RunError::Io { path: release.clone(), source })?;
     }
     let mut records = journal.records();
-    let plan = triage(p, &cases, &records);
+    let plan = triage(p, &cases, &records, false);
     announce(&plan, &records);
-    // Files touched without a change: their new times go into the records (no recompute).
     for (c, work) in &plan {
-        if let (Work::Keep { touched }, Some(rec)) = (work, records.get_mut(&c.id))
+        let Work::Keep { touched } = work else { continue };
+        // A slab checkpoint beside a finished record: a run killed between publishing the
+        // record and removing the checkpoint. The record stands; the checkpoint goes.
+        journal.clear_slab(&c.id)?;
+        // Files touched without a change: their new times go into the records (no recompute).
+        if let Some(rec) = records.get_mut(&c.id)
             && !touched.is_empty()
         {
             *rec = rerun::restamped(rec, touched);
@@ -197,6 +201,8 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let progress = Progress::new(todo.len(), start);
     let next = AtomicUsize::new(0);
     let fresh_records: Mutex<Vec<CaseRecord>> = Mutex::new(Vec::new());
+    // Finished cases whose record this run removed (recomputed whole, then paused).
+    let gone: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let bytes = AtomicU64::new(0);
     let paused = AtomicUsize::new(0);
     let env = CaseEnv { out_dir: out, budget: &budget, journal: &journal, stop: opts.stop.as_deref() };
@@ -219,20 +225,33 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         _ => None,
                     };
                     let before = records.get(&c.id);
-                    // No record names what is about to be redone.
-                    if let (Some(w), Some(rec)) = (part, before)
-                        && let Err(e) = journal.rewrite(&w.voided(p, rec))
-                    {
-                        let rec = CaseRecord {
-                            case_id: c.id.clone(),
-                            dataset: c.dataset.clone(),
-                            run: String::new(),
-                            outcome: Outcome::Failed { error: e.to_string() },
-                        };
-                        progress.case_done(c, &Err(e.to_string()), t.elapsed());
-                        fresh_records.lock().unwrap().push(rec);
-                        continue;
-                    }
+                    let finished_before = before.is_some_and(|r| r.outcome.kept().is_some());
+                    // No record names what is about to be redone: a part's record keeps what
+                    // stands of the case (Redoing), a case recomputed whole has none.
+                    let prepared = match (part, before) {
+                        (Some(w), Some(rec)) => {
+                            let voided = w.voided(p, out, rec);
+                            journal.rewrite(&voided).map(|()| Some(voided))
+                        }
+                        (None, Some(_)) if finished_before => journal.forget(&c.id).map(|()| None),
+                        _ => Ok(None),
+                    };
+                    let standing = match prepared {
+                        Ok(v) => v,
+                        Err(e) => {
+                            // The journal cannot be written: the case stays as it was.
+                            let e = e.to_string();
+                            progress.case_done(c, &Err(e.clone()), t.elapsed());
+                            let rec = CaseRecord {
+                                case_id: c.id.clone(),
+                                dataset: c.dataset.clone(),
+                                run: String::new(),
+                                outcome: Outcome::Failed { error: e },
+                            };
+                            fresh_records.lock().unwrap().push(rec);
+                            continue;
+                        }
+                    };
                     // Opened before the case's first write: its syncfs sees every writeback
                     // error since (checkpoint::durable).
                     let sync = CaseSync::open(&[&out.join("cases"), &out.join("release")]);
@@ -243,43 +262,53 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let r = match r {
                         Ok(CaseEnd::Done(rep, res)) => Ok((rep, res)),
                         Ok(CaseEnd::Paused { z, nz }) => {
-                            // Saved at a slab boundary; the next run goes on from there.
+                            // Saved at a slab boundary; the next run goes on from there. The
+                            // tables see the case as its record now says.
                             paused.fetch_add(1, Ordering::Relaxed);
                             progress.case_paused(c, z, nz);
+                            match standing {
+                                Some(v) => fresh_records.lock().unwrap().push(v),
+                                None if finished_before => gone.lock().unwrap().push(c.id.clone()),
+                                None => {}
+                            }
                             continue;
                         }
                         Err(e) => Err(e),
                     };
-                    if r.is_err() {
-                        // A failed case leaves no half-written data (and frees its space: a
-                        // full disk fails that case, not the ones after it); its slab
-                        // checkpoint goes first, so none ever points at removed data.
-                        let _ = journal.clear_slab(&c.id);
-                        for path in case_outputs(out, &c.id) {
-                            let _ = remove_path(&path);
-                        }
-                    }
                     let outcome = match &r {
                         Ok((rep, res)) => {
                             bytes.fetch_add(rep.bytes, Ordering::Relaxed);
                             match (part, before) {
-                                (Some(w), Some(old)) => w.finished(p, old, res, &rep.inputs),
-                                _ => Outcome::Done {
+                                (Some(w), Some(old)) => w.finished(p, out, old, res, &rep.inputs),
+                                _ => Outcome::Done(CaseDone {
                                     result: res.clone(),
                                     slabs: rep.slabs,
                                     bytes: rep.bytes,
                                     inputs: rep.inputs.clone(),
                                     stages: rerun::stage_digests(p),
-                                },
+                                }),
                             }
                         }
                         Err(e) => Outcome::Failed { error: e.clone() },
                     };
                     let mut rec =
                         CaseRecord { case_id: c.id.clone(), dataset: c.dataset.clone(), run: String::new(), outcome };
+                    if r.is_err() {
+                        // A failed case leaves no half-written data (and frees its space: a
+                        // full disk fails that case, not the ones after it). No record may name
+                        // it meanwhile: a part's Redoing record goes first (an unlink needs no
+                        // space), and its slab checkpoint.
+                        let unnamed = if standing.is_some() { journal.forget(&c.id).is_ok() } else { true };
+                        if unnamed && journal.clear_slab(&c.id).is_ok() {
+                            for path in case_outputs(out, &c.id) {
+                                let _ = remove_path(&path);
+                            }
+                        }
+                    }
                     // A case counts as finished only once its record is durable.
                     let synced = if r.is_ok() { sync.as_ref().ok() } else { None };
-                    let r = match journal.record(&rec, synced) {
+                    let recorded = journal.record(&rec, synced);
+                    let r = match recorded {
                         Ok(()) => r,
                         Err(e) => {
                             rec.outcome = Outcome::Failed { error: e.to_string() };
@@ -299,6 +328,9 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     progress.finish();
     let interrupted = next.load(Ordering::Relaxed) < todo.len() || paused.load(Ordering::Relaxed) > 0;
 
+    for id in gone.into_inner().unwrap() {
+        records.remove(&id);
+    }
     for rec in fresh_records.into_inner().unwrap() {
         records.insert(rec.case_id.clone(), rec);
     }
@@ -425,35 +457,47 @@ impl Progress {
 /// Says what the run does with the cases finished before: kept, redone in part (with why), or
 /// recomputed whole (with why).
 fn announce(plan: &[(&Case, Work)], records: &std::collections::BTreeMap<String, CaseRecord>) {
-    let finished = |c: &Case| matches!(records.get(&c.id), Some(CaseRecord { outcome: Outcome::Done { .. }, .. }));
+    let finished = |c: &Case| records.get(&c.id).is_some_and(|r| r.outcome.kept().is_some());
     let kept = plan.iter().filter(|(_, w)| w.is_keep()).count();
-    let redone: Vec<String> = plan
-        .iter()
-        .filter(|(c, _)| finished(c))
-        .filter_map(|(c, w)| match w {
-            Work::Keep { .. } => None,
-            Work::Whole { why } => Some(format!("{} {}", c.id, why.as_deref().unwrap_or("recomputed"))),
-            Work::Part(part) => Some(format!("{} {}", c.id, part.why.join(", "))),
-        })
-        .collect();
-    if kept == 0 && redone.is_empty() {
+    // Cases redone for the same reason (a stage's parameters, …) are named together.
+    let mut reasons: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut redone = 0;
+    for (c, w) in plan.iter().filter(|(c, _)| finished(c)) {
+        let why = match w {
+            Work::Keep { .. } => continue,
+            Work::Whole { why } => why.clone().unwrap_or_else(|| "recomputed".into()),
+            Work::Part(part) => part.why.join(", "),
+        };
+        redone += 1;
+        match reasons.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, ids)) => ids.push(&c.id),
+            None => reasons.push((why, vec![&c.id])),
+        }
+    }
+    if kept == 0 && redone == 0 {
         return;
     }
-    let more = if redone.len() > 10 { format!("; … {} more", redone.len() - 10) } else { String::new() };
-    let list = if redone.is_empty() {
+    let named: Vec<String> = reasons
+        .iter()
+        .map(|(why, ids)| match ids.as_slice() {
+            [id] => format!("{id} {why}"),
+            _ => {
+                let more = if ids.len() > 5 { ", …" } else { "" };
+                format!("{why}: {} cases ({}{more})", ids.len(), ids[..ids.len().min(5)].join(", "))
+            }
+        })
+        .collect();
+    let more = if named.len() > 10 { format!("; … {} more", named.len() - 10) } else { String::new() };
+    let list = if redone == 0 {
         String::new()
     } else {
-        format!(
-            ", {} recomputed: {}{more}",
-            redone.len(),
-            redone.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
-        )
+        format!(", {redone} recomputed: {}{more}", named[..named.len().min(10)].join("; "))
     };
     tracing::info!(
         kept,
-        recomputed = redone.len(),
+        recomputed = redone,
         "Resuming: {kept} of {} cases finished by an earlier run are kept{list}.",
-        kept + redone.len()
+        kept + redone
     );
 }
 

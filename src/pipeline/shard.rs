@@ -75,7 +75,11 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
             continue;
         }
         let mut recs = Journal::at(dir, &manifest.run_id).records();
-        let left: Vec<&String> = ids.iter().filter(|id| !recs.contains_key(*id)).collect();
+        // A case whose redo was interrupted (Redoing) is not finished either.
+        let left: Vec<&String> = ids
+            .iter()
+            .filter(|id| recs.get(*id).is_none_or(|r| matches!(r.outcome, crate::checkpoint::Outcome::Redoing { .. })))
+            .collect();
         if !left.is_empty() {
             unfinished.push(format!(
                 "{shard} ({} of {} cases left, e.g. {})",

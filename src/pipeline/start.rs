@@ -212,16 +212,18 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
         let manifest = match want.publish(out)? {
             None => want.clone(),
             Some(there) => match there.conflict(&want, out) {
-                None if there.stages_changed(&want) => {
-                    // Other stages on a single-node output (held alone): the pipeline the
+                None if want.split.is_none() && there.fingerprint.pipeline != want.fingerprint.pipeline => {
+                    // Another pipeline text on a single-node output (held alone): the one the
                     // output now follows, before any case is rerun under it.
                     let m = there.replace(&want, out)?;
                     let saved = out.join(Journal::DIR).join("pipeline.toml");
                     write_atomic(&saved, m.pipeline_text.as_bytes()).map_err(io(&saved))?;
-                    tracing::info!(
-                        "The pipeline's stages changed since the earlier run; what they change is recomputed ({}).",
-                        crate::checkpoint::describe_change(&there.pipeline_text, &m.pipeline_text)
-                    );
+                    if there.stages_changed(&want) {
+                        tracing::info!(
+                            "The pipeline's stages changed since the earlier run; what they change is recomputed ({}).",
+                            crate::checkpoint::describe_change(&there.pipeline_text, &m.pipeline_text)
+                        );
+                    }
                     m
                 }
                 None => there,

@@ -230,6 +230,7 @@ impl CaseResult {
         self.classes.resize(new.classes.len(), ClassRow::default());
         for (row, n) in self.classes.iter_mut().zip(&new.classes) {
             if n.consensus_voxels.is_some() {
+                // The same count from either stage that computes it.
                 row.consensus_voxels = n.consensus_voxels;
             }
             match kind {
@@ -255,8 +256,33 @@ impl CaseResult {
 
     /// Forgets what stage `kind` computed (its outputs are about to be redone, or are gone).
     pub fn forget(&mut self, kind: &str) {
-        let empty = CaseResult { classes: vec![ClassRow::default(); self.classes.len()], attention_size: None };
-        self.adopt(kind, &empty);
+        if kind == "attention" {
+            self.attention_size = None;
+        }
+        for row in &mut self.classes {
+            match kind {
+                "attention" => {
+                    row.attention_sum = None;
+                    row.inconsistency_sum = None;
+                    row.uncertainty_sum = None;
+                    row.overlap_voxels = None;
+                }
+                "metrics" => {
+                    row.volume_ml = None;
+                    row.dice = None;
+                    row.nsd = None;
+                    row.model_volume_ml.clear();
+                    row.model_agreement.clear();
+                }
+                "assemble" => row.assembly = None,
+                "evaluate" => row.evaluation = None,
+                _ => {}
+            }
+            // Both attention and metrics count the consensus; whichever reruns counts it again.
+            if matches!(kind, "attention" | "metrics") {
+                row.consensus_voxels = None;
+            }
+        }
     }
 }
 

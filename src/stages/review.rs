@@ -92,14 +92,11 @@ fn chunk(a: &ZArray, dt: DataType, i: u64, n: usize) -> Result<Voxels, String> {
     Ok(v)
 }
 
-/// Writes the review files of one flagged case.
-fn export_case(p: &Pipeline, out: &Path, case: &str) -> Result<(), String> {
+/// Writes the review files of one flagged case into `dir` (new).
+fn export_case(p: &Pipeline, out: &Path, case: &str, dir: &Path) -> Result<(), String> {
     let group = out.join("cases").join(format!("{case}.zarr"));
     let store = Arc::new(FilesystemStore::new(&group).map_err(|e| format!("{}: {e}", group.display()))?);
-    let dir = out.join("review").join(case);
-    crate::checkpoint::durable::create_dir_durable(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // What a killed export left (files appear only whole: nifti::VolumeWriter).
-    crate::checkpoint::durable::sweep_temp_files(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::checkpoint::durable::create_dir_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ct = header(&store, "ct")?;
     let [nx, ny, nz] = ct.shape();
     let nxy = nx * ny;
@@ -213,13 +210,23 @@ pub fn export(
             .collect();
         classes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
         let list: Vec<&str> = classes.iter().take(config.classes_per_case).map(|(_, n)| n.as_str()).collect();
-        // A case's folder made from the same data (its `.source`) is kept as it is.
-        let source = out.join("review").join(&r.case_id).join(".source");
-        if std::fs::read_to_string(&source).ok().as_deref() != Some(f.source.as_str()) {
-            let _ = std::fs::remove_file(&source);
-            export_case(p, out, &r.case_id).map_err(|e| format!("review export of {}: {e}", r.case_id))?;
-            crate::checkpoint::durable::write_atomic(&source, f.source.as_bytes())
-                .map_err(|e| format!("{}: {e}", source.display()))?;
+        // A case's folder made from the same data (its `.source`) is kept as it is; another
+        // is made anew beside it and takes its place whole.
+        let done = out.join("review").join(&r.case_id);
+        if std::fs::read_to_string(done.join(".source")).ok().as_deref() != Some(f.source.as_str()) {
+            use crate::checkpoint::durable::{remove_path, sync_parent, write_atomic};
+            let io = |path: &Path| {
+                let path = path.to_owned();
+                move |e: std::io::Error| format!("{}: {e}", path.display())
+            };
+            let partial = out.join("review").join(format!("{}.partial", r.case_id));
+            remove_path(&partial).map_err(io(&partial))?;
+            export_case(p, out, &r.case_id, &partial).map_err(|e| format!("review export of {}: {e}", r.case_id))?;
+            let source = partial.join(".source");
+            write_atomic(&source, f.source.as_bytes()).map_err(io(&source))?;
+            remove_path(&done).map_err(io(&done))?;
+            std::fs::rename(&partial, &done).map_err(io(&done))?;
+            sync_parent(&done).map_err(io(&done))?;
         }
         rows.push(vec![
             r.rank.to_string(),
@@ -252,7 +259,7 @@ pub fn remove_unlisted(out: &Path, rows: &[Vec<String>]) -> Result<(), String> {
 pub fn remove_exports(out: &Path) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
     for e in entries.flatten() {
-        if e.path().join(".source").is_file() {
+        if e.path().join(".source").is_file() || e.file_name().to_string_lossy().ends_with(".partial") {
             crate::checkpoint::durable::remove_path(&e.path())
                 .map_err(|err| format!("{}: {err}", e.path().display()))?;
         }
