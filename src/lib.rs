@@ -1,10 +1,19 @@
 //! slabflow: a streaming, out-of-core dataflow processor for CT corpora.
 //!
-//! The modules follow the data: `nifti` reads volumes slab by slab, `zarr` writes them as
-//! NIfTI-Zarr groups, `input` discovers cases from pipeline templates, `pipeline` holds the
-//! configuration and the runner, `synth` makes synthetic corpora.
+//! The modules are layers that follow the data, each using only those above it in this list
+//! (`tests/layers.rs` keeps it so):
+//! - [`files`]: durable writes, and who holds an output directory (the lock, leases, shards);
+//! - [`nifti`] reads volumes slab by slab (and writes them); [`zarr`] writes NIfTI-Zarr groups;
+//!   [`synth`] makes synthetic corpora;
+//! - [`input`]: the `[input]` of a pipeline, and the cases and files of a corpus;
+//! - [`stages`]: the per-slab work and the corpus-level stages, and the registry of kinds;
+//! - [`checkpoint`]: the progress journal (records, slab checkpoints, the manifest);
+//! - [`pipeline`]: pipeline files, and the engine that runs them over a corpus (cases, reruns,
+//!   shards, tables, report);
+//! - [`slurm`], and the command line (`src/main.rs`).
 
 pub mod checkpoint;
+pub mod files;
 pub mod input;
 pub mod nifti;
 pub mod pipeline;

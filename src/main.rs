@@ -370,7 +370,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let saved = slabflow::checkpoint::Manifest::path(&output);
                 Pipeline::parse(&saved, &m.pipeline_text, &overrides)
                     .ok()
-                    .and_then(|p| slabflow::input::discover(&p).ok())
+                    .and_then(|p| slabflow::input::discover(&p.input).ok())
                     .map(|cases| cases.len())
             };
             let st = match slabflow::checkpoint::status(&output, discover) {

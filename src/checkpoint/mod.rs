@@ -8,7 +8,7 @@
 //! - the records: `.slabflow/cases/<case_id>.json` per case that ended (its reductions, or its
 //!   error) for a single-node run, `.slabflow/shards/K-of-N/cases/` for each shard, with
 //!   `<case_id>.slab` for a long case caught mid-way ([`SlabCheckpoint`]);
-//! - `.slabflow.lock` and `.slabflow.leases/`: who holds the output ([`lock`]).
+//! - `.slabflow.lock` and `.slabflow.leases/`: who holds the output ([`crate::files::lock`]).
 //!
 //! **The rule**: a record says "done" only for data that is complete and durable, and no
 //! operation — a run, a resume, `--fresh`, a shard, a merge — leaves a record pointing at data
@@ -29,10 +29,6 @@
 //!   that does not parse is "not done" (the case is redone), a manifest that does not parse is
 //!   refused, naming the file.
 
-pub mod durable;
-pub mod lock;
-mod split;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -40,9 +36,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::files::Shard;
+use crate::files::durable::{self, CaseSync, create_dir_durable, sync_parent, write_atomic};
+use crate::files::lock;
 use crate::stages::CaseResult;
-use durable::{CaseSync, create_dir_durable, sync_parent, write_atomic};
-pub use split::Shard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

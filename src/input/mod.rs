@@ -4,14 +4,14 @@
 //! templates are filled per case. `dataset` comes from the metadata CSV when given, else from
 //! `{dataset}` in the CT path, else is empty. Case ids are unique and sorted.
 
+mod config;
 mod template;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use config::{InputConfig, Templates};
 pub use template::{Bindings, PLACEHOLDERS, Template};
-
-use crate::pipeline::config::Pipeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -92,13 +92,13 @@ pub struct VolumeRef {
 }
 
 /// Finds every case of the pipeline, sorted by id.
-pub fn discover(p: &Pipeline) -> Result<Vec<Case>, InputError> {
-    let root = &p.input.root;
+pub fn discover(input: &InputConfig) -> Result<Vec<Case>, InputError> {
+    let root = &input.root;
     if !root.is_dir() {
         return Err(InputError::NoRoot(root.clone()));
     }
-    let found = p.templates.ct.discover(root).map_err(|source| InputError::Io { path: root.clone(), source })?;
-    let metadata = match &p.input.metadata {
+    let found = input.templates.ct.discover(root).map_err(|source| InputError::Io { path: root.clone(), source })?;
+    let metadata = match &input.metadata {
         Some(m) => Some(read_metadata(&root.join(m))?),
         None => None,
     };
@@ -115,7 +115,7 @@ pub fn discover(p: &Pipeline) -> Result<Vec<Case>, InputError> {
         cases.insert(id.clone(), Case { id, dataset, ct: path, bindings });
     }
     if cases.is_empty() {
-        return Err(InputError::NoCases { template: p.templates.ct.as_str().to_string(), root: root.clone() });
+        return Err(InputError::NoCases { template: input.templates.ct.as_str().to_string(), root: root.clone() });
     }
     Ok(cases.into_values().collect())
 }
@@ -146,14 +146,14 @@ fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, InputError> {
 impl Case {
     /// The files of this case, CT first. A missing CT or prediction is an error naming the
     /// expected path; a missing label or revised mask means "not annotated" and is skipped.
-    pub fn volumes(&self, p: &Pipeline) -> Result<Vec<VolumeRef>, String> {
-        let root = &p.input.root;
+    pub fn volumes(&self, input: &InputConfig) -> Result<Vec<VolumeRef>, String> {
+        let root = &input.root;
         let mut out = vec![VolumeRef { role: Role::Ct, group: "ct".into(), path: self.ct.clone() }];
         let mut b = self.bindings.clone();
         b.insert("dataset".into(), self.bindings.get("dataset").cloned().unwrap_or_else(|| self.dataset.clone()));
-        if let Some(t) = &p.templates.prediction {
-            for (mi, model) in p.input.models.iter().enumerate() {
-                for (ci, class) in p.input.classes.iter().enumerate() {
+        if let Some(t) = &input.templates.prediction {
+            for (mi, model) in input.models.iter().enumerate() {
+                for (ci, class) in input.classes.iter().enumerate() {
                     b.insert("model".into(), model.clone());
                     b.insert("class".into(), class.clone());
                     let path = t.find(root, &b).ok_or_else(|| {
@@ -168,9 +168,9 @@ impl Case {
             }
         }
         b.remove("model");
-        for (tpl, prefix) in [(&p.templates.label, "labels"), (&p.templates.revised, "revised")] {
+        for (tpl, prefix) in [(&input.templates.label, "labels"), (&input.templates.revised, "revised")] {
             let Some(t) = tpl else { continue };
-            for (ci, class) in p.input.classes.iter().enumerate() {
+            for (ci, class) in input.classes.iter().enumerate() {
                 b.insert("class".into(), class.clone());
                 if let Some(path) = t.find(root, &b) {
                     let role = if prefix == "labels" { Role::Label { class: ci } } else { Role::Revised { class: ci } };

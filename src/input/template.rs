@@ -16,7 +16,7 @@ enum Piece {
     Var(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Template {
     raw: String,
     components: Vec<Vec<Piece>>,

@@ -4,7 +4,7 @@
 //! little-endian with the data at byte 352.
 //!
 //! Invariant: the file appears at its path only whole and durable — it is written to a hidden
-//! temp file beside it (`checkpoint::durable::temp_path`), fsynced and renamed by
+//! temp file beside it (`files::durable::temp_path`), fsynced and renamed by
 //! [`VolumeWriter::finish`]; a writer dropped unfinished removes its temp file.
 
 use std::fs::File;
@@ -45,7 +45,7 @@ impl VolumeWriter {
         let mut h = header.clone();
         h.version = Version::Nifti1;
         h.vox_offset = 352;
-        let tmp = crate::checkpoint::durable::temp_path(path);
+        let tmp = crate::files::durable::temp_path(path);
         let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| NiftiError::Io(e).at(path))?);
         let mut sink = if path.extension().is_some_and(|e| e == "gz") {
             Sink::Gzip(Box::new(GzEncoder::new(file, Compression::new(level))))
@@ -81,7 +81,7 @@ impl VolumeWriter {
         let published = file
             .and_then(|f| f.sync_all())
             .and_then(|_| std::fs::rename(&self.tmp, &self.path))
-            .and_then(|_| crate::checkpoint::durable::sync_parent(&self.path));
+            .and_then(|_| crate::files::durable::sync_parent(&self.path));
         published.map_err(|e| NiftiError::Io(e).at(&self.path))
     }
 }

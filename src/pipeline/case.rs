@@ -21,8 +21,8 @@ use crossbeam_channel::{Sender, bounded};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::checkpoint::durable::CaseSync;
 use crate::checkpoint::{InputStamp, Journal, SlabCheckpoint};
+use crate::files::durable::CaseSync;
 use crate::input::{Case, InputKind, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
 use crate::pipeline::budget::MemoryBudget;
@@ -110,7 +110,7 @@ pub fn ct_storage(h: &Header) -> DataType {
 
 /// Opens every file of `case` and checks it is on the CT's grid; errors name the file.
 pub fn open_case(case: &Case, p: &Pipeline) -> Result<(Vec<VolumeRef>, Vec<VolumeReader>), String> {
-    let vols = case.volumes(p)?;
+    let vols = case.volumes(&p.input)?;
     let mut readers = Vec::with_capacity(vols.len());
     for v in &vols {
         let r = VolumeReader::open(&v.path).map_err(|e| e.to_string())?;
@@ -321,7 +321,7 @@ pub fn process_case(
             if resume.is_none() {
                 // What is redone goes first (a resumed part did this before its checkpoint).
                 for path in w.to_remove(p, env.out_dir, &case.id) {
-                    crate::checkpoint::durable::remove_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    crate::files::durable::remove_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                     prune_empty_groups(&path, &case_dir).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
             }
@@ -437,7 +437,7 @@ pub fn process_case(
                     break;
                 }
                 // A run frozen past its lease and taken over writes no further slab.
-                crate::checkpoint::lock::verify_held();
+                crate::files::lock::verify_held();
                 let n = bufs[first].len() / (layout.shape[0] * layout.shape[1]);
                 report.slabs += 1;
                 report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
@@ -537,7 +537,7 @@ fn prune_empty_groups(removed: &Path, root: &Path) -> std::io::Result<()> {
         if names.iter().any(|n| n != "zarr.json") {
             break;
         }
-        crate::checkpoint::durable::remove_path(d)?;
+        crate::files::durable::remove_path(d)?;
         dir = d.parent();
     }
     Ok(())

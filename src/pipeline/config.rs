@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::input::Template;
+pub use crate::input::{InputConfig, Templates};
 use crate::stages;
 use crate::zarr::Codec;
 
@@ -17,30 +18,6 @@ use crate::zarr::Codec;
 pub struct ConfigError {
     pub file: PathBuf,
     pub problems: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputConfig {
-    /// Directory the templates are relative to.
-    pub root: PathBuf,
-    /// Template of the CT volume; discovers the cases. Must use `{case}`.
-    pub ct: String,
-    /// Template of model `{model}`'s soft prediction of class `{class}`.
-    pub prediction: Option<String>,
-    /// Template of the original (ground-truth) mask of `{class}`; a missing file = not annotated.
-    pub label: Option<String>,
-    /// Template of the annotator-revised mask of `{class}`.
-    pub revised: Option<String>,
-    /// CSV with columns `case_id,dataset`, relative to `root`.
-    pub metadata: Option<PathBuf>,
-    #[serde(default)]
-    pub models: Vec<String>,
-    #[serde(default)]
-    pub classes: Vec<String>,
-    /// Clamp prediction values outside [0, 1] instead of failing the case (NaN still fails).
-    #[serde(default)]
-    pub clamp_probabilities: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,16 +109,7 @@ pub struct Pipeline {
     pub output: OutputConfig,
     pub runtime: RuntimeConfig,
     pub memory_limit: u64,
-    pub templates: Templates,
     pub stages: Vec<stages::StageConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Templates {
-    pub ct: Template,
-    pub prediction: Option<Template>,
-    pub label: Option<Template>,
-    pub revised: Option<Template>,
 }
 
 /// Overrides from the command line.
@@ -290,6 +258,7 @@ impl Pipeline {
         if !problems.is_empty() {
             return Err(fail(problems));
         }
+        raw.input.templates = Templates { ct: ct.unwrap(), prediction, label, revised };
         Ok(Pipeline {
             file: file.to_owned(),
             text: text.to_string(),
@@ -297,7 +266,7 @@ impl Pipeline {
             output: raw.output,
             runtime: raw.runtime,
             memory_limit,
-            templates: Templates { ct: ct.unwrap(), prediction, label, revised },
+
             stages,
         })
     }

@@ -42,7 +42,7 @@ pub struct DryRun {
 
 /// What `slabflow run` with `p` and `opts` would do on its output now.
 pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
-    let all = input::discover(p)?;
+    let all = input::discover(&p.input)?;
     let cases = match opts.shard {
         Some(s) => s.select(all.clone()),
         None => all.clone(),

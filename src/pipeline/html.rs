@@ -157,6 +157,6 @@ voxel's attention (inconsistency + uncertainty + overlap), as in Figure 4 of Abd
         );
     }
     html.push_str("</tbody></table></body></html>\n");
-    crate::checkpoint::durable::write_atomic(file, html.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
+    crate::files::durable::write_atomic(file, html.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(rows.len())
 }

@@ -8,14 +8,14 @@
 
 use std::path::Path;
 
-use crate::checkpoint::durable::write_atomic;
 use crate::checkpoint::{CaseDone, CaseRecord, Outcome};
+use crate::files::durable::write_atomic;
 use crate::input::InputKind;
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;
 use crate::stages::metrics::model_pairs;
 use crate::stages::rank::{self, RankRow};
-use crate::stages::{CaseResult, StageConfig};
+use crate::stages::{Finished, StageConfig};
 
 pub const METRICS_COLUMNS: [&str; 11] = [
     "case_id",
@@ -33,17 +33,6 @@ pub const METRICS_COLUMNS: [&str; 11] = [
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
-}
-
-/// A finished case, as the tables need it.
-pub struct Finished<'a> {
-    pub id: &'a str,
-    pub dataset: &'a str,
-    pub result: &'a CaseResult,
-    /// What the case's review exports are made from: a digest of its CT's and predictions'
-    /// content digests and of its attention stage. Exports made from the same need not be
-    /// made again.
-    pub source: String,
 }
 
 /// The records' finished cases and failures (`(case id, error)`).
@@ -80,7 +69,7 @@ pub fn write_outputs(
     failures: &[(String, String)],
 ) -> Result<Option<Vec<RankRow>>, RunError> {
     // Tables are published as records are: only by the output's holder.
-    crate::checkpoint::lock::verify_held();
+    crate::files::lock::verify_held();
     let mut succeeded: Vec<&Finished> = succeeded.iter().collect();
     succeeded.sort_by(|a, b| a.id.cmp(b.id));
     let per_case_stage = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_) | StageConfig::Metrics(_)));
@@ -166,7 +155,8 @@ pub fn write_outputs(
                 _ => None,
             }) {
                 let rows =
-                    crate::stages::review::export(p, config, out, &ranked, &succeeded).map_err(RunError::Plan)?;
+                    crate::stages::review::export(&p.input, p.runtime.slab_depth, config, out, &ranked, &succeeded)
+                        .map_err(RunError::Plan)?;
                 write_csv(&out.join("worklist.csv"), &rows)?;
                 // Only once worklist.csv no longer names them.
                 crate::stages::review::remove_unlisted(out, &rows).map_err(RunError::Plan)?;
@@ -191,7 +181,7 @@ pub fn write_outputs(
     for (name, gone) in stale {
         let path = out.join(name);
         if *gone {
-            crate::checkpoint::durable::remove_path(&path).map_err(|source| RunError::Io { path, source })?;
+            crate::files::durable::remove_path(&path).map_err(|source| RunError::Io { path, source })?;
         }
     }
     let mut rows = vec![vec!["case_id".to_string(), "error".to_string()]];

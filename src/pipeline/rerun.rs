@@ -92,7 +92,7 @@ fn work(p: &Pipeline, c: &Case, record: Option<&CaseRecord>, quick: bool) -> Wor
         Some(Outcome::Redoing { remove, why, .. }) => Some((remove.clone(), why.clone())),
         _ => None,
     };
-    let vols = match c.volumes(p) {
+    let vols = match c.volumes(&p.input) {
         Ok(v) => v,
         Err(e) => return Work::Whole { why: Some(e) },
     };

@@ -3,7 +3,7 @@
 //!
 //! Invariants: a configuration or planning error writes nothing; a case's failure is recorded
 //! and never stops the others, and leaves none of its data; one live run per output directory,
-//! or one live run per shard of it ([`crate::checkpoint::lock`], taken by [`super::start`]).
+//! or one live run per shard of it ([`crate::files::lock`], taken by [`super::start`]).
 
 use std::io::IsTerminal;
 
@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::durable::{CaseSync, create_dir_durable, remove_path};
-use crate::checkpoint::lock::LockError;
 use crate::checkpoint::{CaseDone, CaseRecord, CheckpointError, Journal, Manifest, Outcome};
+use crate::files::durable::{CaseSync, create_dir_durable, remove_path};
+use crate::files::lock::LockError;
 use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::{MemoryBudget, MemoryWatch, Overshoot};
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
@@ -123,7 +123,7 @@ impl RunSummary {
 /// Runs `p` over its corpus.
 pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let all = input::discover(p)?;
+    let all = input::discover(&p.input)?;
     let cases: Vec<Case> = match opts.shard {
         Some(s) => s.select(all.clone()),
         None => all.clone(),
@@ -218,7 +218,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((c, work)) = todo.get(i) else { break };
-                    crate::checkpoint::lock::verify_held();
+                    crate::files::lock::verify_held();
                     let t = Instant::now();
                     let part = match work {
                         Work::Part(w) => Some(w),
@@ -253,7 +253,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         }
                     };
                     // Opened before the case's first write: its syncfs sees every writeback
-                    // error since (checkpoint::durable).
+                    // error since (files::durable).
                     let sync = CaseSync::open(&[&out.join("cases"), &out.join("release")]);
                     let r = match sync.as_ref().map_err(|e| format!("opening {}: {e}", out.display())) {
                         Err(e) => Err(e),

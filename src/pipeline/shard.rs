@@ -46,7 +46,7 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
     let p = Pipeline::parse(&saved, &manifest.pipeline_text, &overrides).map_err(|e| refuse(e.to_string()))?;
 
     // The corpus now must be the one the shards split.
-    let discovered = crate::input::discover(&p).map_err(|e| {
+    let discovered = crate::input::discover(&p.input).map_err(|e| {
         refuse(format!(
             "cannot read the corpus to check the shards covered it ({e}); merge where {} is readable",
             manifest.fingerprint.input.display()

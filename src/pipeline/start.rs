@@ -19,9 +19,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::durable::{create_dir_durable, remove_path, sweep_temp_files, sync_dir, write_atomic};
-use crate::checkpoint::lock::{self, Hold, LockError, OutputLock};
 use crate::checkpoint::{CheckpointError, Journal, Manifest, Shard, Split};
+use crate::files::durable::{create_dir_durable, remove_path, sweep_temp_files, sync_dir, write_atomic};
+use crate::files::lock::{self, Hold, LockError, OutputLock};
 use crate::input::Case;
 use crate::pipeline::config::Pipeline;
 use crate::pipeline::run::RunError;

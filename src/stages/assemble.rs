@@ -36,9 +36,9 @@ use super::{
     CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, decode_state, encode_state, parse_table,
     require_predictions,
 };
+use crate::input::InputConfig;
 use crate::input::InputKind;
 use crate::nifti::{DataType, Voxels};
-use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
 use crate::zarr::ImageWriter;
 
@@ -298,7 +298,7 @@ impl SlabStage for AssembleStage {
             for f in ex.files.drain(..) {
                 f.sync_all().map_err(|e| format!("exporting to {}: {e}", ex.partial.display()))?;
             }
-            crate::checkpoint::lock::verify_held();
+            crate::files::lock::verify_held();
             std::fs::rename(&ex.partial, &ex.done).map_err(|e| ex.io(e))?;
         }
         Ok(())
@@ -333,24 +333,20 @@ pub fn partial_export(out: &Path, case_id: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use crate::pipeline::{Overrides, Pipeline};
-
     #[test]
     fn priority_must_name_known_classes_once() {
-        let text = r#"version = 1
-[input]
-root = "corpus"
+        let input: crate::input::InputConfig = toml::from_str(
+            r#"root = "corpus"
 ct = "{case}/ct.nii.gz"
 prediction = "{case}/predictions/{model}/{class}.nii.gz"
 models = ["a", "b"]
 classes = ["liver", "spleen"]
-[output]
-dir = "out"
-[[stages]]
-kind = "assemble"
-priority = ["spleen", "kidney", "spleen"]
-"#;
-        let e = Pipeline::parse(std::path::Path::new("p.toml"), text, &Overrides::default()).unwrap_err().to_string();
+"#,
+        )
+        .unwrap();
+        let table: toml::Table =
+            toml::from_str("kind = \"assemble\"\npriority = [\"spleen\", \"kidney\", \"spleen\"]").unwrap();
+        let e = super::build(&table, &input).unwrap_err().join("\n");
         assert!(e.contains("\"kidney\" is not one of [input] classes"), "{e}");
         assert!(e.contains("\"spleen\" is listed twice"), "{e}");
     }

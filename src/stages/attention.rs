@@ -25,9 +25,9 @@ use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, decode_state, encode_state,
     parse_table, require_predictions,
 };
+use crate::input::InputConfig;
 use crate::input::InputKind;
 use crate::nifti::{DataType, Voxels};
-use crate::pipeline::config::InputConfig;
 use crate::zarr::ImageWriter;
 
 pub const KIND: StageKind = StageKind {

@@ -22,8 +22,8 @@ use super::components::Components;
 use super::prob::consensus;
 use super::{CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, decode_state, encode_state};
 use super::{parse_table, require_predictions};
+use crate::input::InputConfig;
 use crate::input::InputKind;
-use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
 
 pub const KIND: StageKind = StageKind {

@@ -19,9 +19,9 @@ use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, all_zero, decode_state,
     encode_state, parse_table, require_predictions,
 };
+use crate::input::InputConfig;
 use crate::input::InputKind;
 use crate::nifti::Voxels;
-use crate::pipeline::config::InputConfig;
 use crate::with_voxels;
 
 pub const KIND: StageKind = StageKind {

@@ -24,9 +24,9 @@ pub mod review;
 pub mod surface;
 mod surface_normals;
 
+use crate::input::InputConfig;
 use crate::input::InputKind;
 use crate::nifti::{Header, Voxels};
-use crate::pipeline::config::InputConfig;
 use crate::zarr::{CaseStore, ZarrOptions};
 
 pub use prob::ProbDecoder;
@@ -284,6 +284,17 @@ impl CaseResult {
             }
         }
     }
+}
+
+/// A finished case, as the tables need it.
+pub struct Finished<'a> {
+    pub id: &'a str,
+    pub dataset: &'a str,
+    pub result: &'a CaseResult,
+    /// What the case's review exports are made from: a digest of its CT's and predictions'
+    /// content digests and of its attention stage. Exports made from the same need not be
+    /// made again.
+    pub source: String,
 }
 
 /// What a stage gets when a case starts.

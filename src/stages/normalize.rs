@@ -5,9 +5,9 @@
 use serde::Deserialize;
 
 use super::{CaseContext, CaseResult, CaseSlab, SlabStage, StageConfig, StageKind, parse_table};
+use crate::input::InputConfig;
 use crate::input::InputKind;
 use crate::nifti::DataType;
-use crate::pipeline::config::InputConfig;
 use crate::zarr::ImageWriter;
 
 pub const KIND: StageKind = StageKind {

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::{StageConfig, StageKind, parse_table};
-use crate::pipeline::config::InputConfig;
+use crate::input::InputConfig;
 
 pub const KIND: StageKind = StageKind {
     kind: "rank",

@@ -26,11 +26,11 @@ use serde::Deserialize;
 use zarrs::array::Array;
 use zarrs::filesystem::FilesystemStore;
 
+use super::Finished;
 use super::rank::RankRow;
 use super::{CaseSlab, Layout, ProbDecoder, StageConfig, StageKind, parse_table, require_predictions};
+use crate::input::InputConfig;
 use crate::nifti::{DataType, Header, VolumeWriter, Voxels};
-use crate::pipeline::config::{InputConfig, Pipeline};
-use crate::pipeline::report::Finished;
 use crate::with_voxels;
 
 pub const KIND: StageKind = StageKind {
@@ -93,17 +93,17 @@ fn chunk(a: &ZArray, dt: DataType, i: u64, n: usize) -> Result<Voxels, String> {
 }
 
 /// Writes the review files of one flagged case into `dir` (new).
-fn export_case(p: &Pipeline, out: &Path, case: &str, dir: &Path) -> Result<(), String> {
+fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, dir: &Path) -> Result<(), String> {
     let group = out.join("cases").join(format!("{case}.zarr"));
     let store = Arc::new(FilesystemStore::new(&group).map_err(|e| format!("{}: {e}", group.display()))?);
-    crate::checkpoint::durable::create_dir_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::files::durable::create_dir_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ct = header(&store, "ct")?;
     let [nx, ny, nz] = ct.shape();
     let nxy = nx * ny;
     let u8_header = ct.with_stored(DataType::U8, true);
     // Chunks are slabs of the run's depth (zarr::CaseStore::image).
-    let depth = p.runtime.slab_depth.min(nz).max(1);
-    let classes = &p.input.classes;
+    let depth = slab_depth.min(nz).max(1);
+    let classes = &input.classes;
 
     // Heatmaps: a pass for the maximum, a pass to write.
     for class in classes {
@@ -140,7 +140,7 @@ fn export_case(p: &Pipeline, out: &Path, case: &str, dir: &Path) -> Result<(), S
     }
 
     // Consensus pseudo labels, from the case's predictions as stored.
-    let models = &p.input.models;
+    let models = &input.models;
     let mut arrays = Vec::new();
     let mut layout = Layout {
         shape: [nx, ny, nz],
@@ -160,7 +160,7 @@ fn export_case(p: &Pipeline, out: &Path, case: &str, dir: &Path) -> Result<(), S
             let image = format!("predictions/{model}/{class}");
             let h = header(&store, &image)?;
             layout.predictions[m][c] = arrays.len();
-            layout.prob[m][c] = ProbDecoder::for_header(&h, p.input.clamp_probabilities);
+            layout.prob[m][c] = ProbDecoder::for_header(&h, input.clamp_probabilities);
             layout.paths.push(group.join(&image));
             arrays.push((open(&store, &format!("{image}/0"))?, h.datatype));
         }
@@ -191,7 +191,8 @@ fn export_case(p: &Pipeline, out: &Path, case: &str, dir: &Path) -> Result<(), S
 
 /// The review files of every flagged case and `worklist.csv`; errors name the case.
 pub fn export(
-    p: &Pipeline,
+    input: &InputConfig,
+    slab_depth: usize,
     config: &ReviewConfig,
     out: &Path,
     ranking: &[RankRow],
@@ -201,8 +202,7 @@ pub fn export(
         vec![["rank", "case_id", "dataset", "attention_size", "classes", "review_dir"].map(String::from).to_vec()];
     for r in ranking.iter().filter(|r| r.flagged) {
         let Some(f) = finished.iter().find(|f| f.id == r.case_id) else { continue };
-        let mut classes: Vec<(f64, &String)> = p
-            .input
+        let mut classes: Vec<(f64, &String)> = input
             .classes
             .iter()
             .zip(&f.result.classes)
@@ -214,14 +214,15 @@ pub fn export(
         // is made anew beside it and takes its place whole.
         let done = out.join("review").join(&r.case_id);
         if std::fs::read_to_string(done.join(".source")).ok().as_deref() != Some(f.source.as_str()) {
-            use crate::checkpoint::durable::{remove_path, sync_parent, write_atomic};
+            use crate::files::durable::{remove_path, sync_parent, write_atomic};
             let io = |path: &Path| {
                 let path = path.to_owned();
                 move |e: std::io::Error| format!("{}: {e}", path.display())
             };
             let partial = out.join("review").join(format!("{}.partial", r.case_id));
             remove_path(&partial).map_err(io(&partial))?;
-            export_case(p, out, &r.case_id, &partial).map_err(|e| format!("review export of {}: {e}", r.case_id))?;
+            export_case(input, slab_depth, out, &r.case_id, &partial)
+                .map_err(|e| format!("review export of {}: {e}", r.case_id))?;
             let source = partial.join(".source");
             write_atomic(&source, f.source.as_bytes()).map_err(io(&source))?;
             remove_path(&done).map_err(io(&done))?;
@@ -247,8 +248,7 @@ pub fn remove_unlisted(out: &Path, rows: &[Vec<String>]) -> Result<(), String> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !rows.iter().skip(1).any(|r| r[1] == name) {
-            crate::checkpoint::durable::remove_path(&e.path())
-                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+            crate::files::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
         }
     }
     Ok(())
@@ -260,8 +260,7 @@ pub fn remove_exports(out: &Path) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
     for e in entries.flatten() {
         if e.path().join(".source").is_file() || e.file_name().to_string_lossy().ends_with(".partial") {
-            crate::checkpoint::durable::remove_path(&e.path())
-                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+            crate::files::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
         }
     }
     Ok(())
