@@ -248,7 +248,7 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { pipeline, input, output, memory_limit, fresh, shard, shards, dry_run } => {
-            let overrides = Overrides { input, output, memory_limit };
+            let overrides = Overrides { input, output, memory_limit, ..Default::default() };
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
@@ -317,7 +317,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Slurm { pipeline, shards, input, output, memory_limit, cpus, warn_secs, submit, sbatch } => {
-            let overrides = Overrides { input, output, memory_limit };
+            let overrides = Overrides { input, output, memory_limit, ..Default::default() };
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
@@ -366,6 +366,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     input: Some(m.fingerprint.input.clone()),
                     output: Some(output.clone()),
                     memory_limit: None,
+                    ..Default::default()
                 };
                 let saved = slabflow::checkpoint::Manifest::path(&output);
                 Pipeline::parse(&saved, &m.pipeline_text, &overrides)
@@ -422,6 +423,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         input: Some(m.fingerprint.input.clone()),
                         output: Some(output.clone()),
                         memory_limit: None,
+                        ..Default::default()
                     };
                     let p =
                         Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides)
@@ -462,16 +464,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { pipeline } => match Pipeline::load(&pipeline, &Overrides::default()) {
-            Ok(p) => {
-                println!("{}: valid ({} stages)", pipeline.display(), p.stages.len());
-                Ok(ExitCode::SUCCESS)
+        Command::Validate { pipeline } => {
+            match Pipeline::load(&pipeline, &Overrides { paths_later: true, ..Default::default() }) {
+                Ok(p) => {
+                    println!("{}: valid ({} stages)", pipeline.display(), p.stages.len());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(ExitCode::from(2))
-            }
-        },
+        }
         Command::Synth { out, cases, shape, seed, ct_only, all_labels } => {
             let shape = [shape[0], shape[1], shape[2]];
             anyhow::ensure!(shape.iter().all(|&n| n >= 4), "--shape: every extent must be at least 4");
@@ -503,7 +507,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .context("writing the demo corpus")?;
             let file = dir.join("pipeline.toml");
             std::fs::write(&file, slabflow::DEMO_PIPELINE).with_context(|| format!("writing {}", file.display()))?;
-            let overrides = Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None };
+            let overrides =
+                Overrides { input: Some(corpus), output: Some(out.clone()), memory_limit: None, ..Default::default() };
             let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
             let code = run(&p, true, None)?;
             let report = out.join("report.html");

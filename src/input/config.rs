@@ -7,10 +7,12 @@ use serde::Deserialize;
 
 use super::Template;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
-    /// Directory the templates are relative to.
+    /// Directory the templates are relative to; `--input` overrides it (and may stand in for
+    /// it).
+    #[serde(default)]
     pub root: PathBuf,
     /// Template of the CT volume; discovers the cases. Must use `{case}`.
     pub ct: String,

@@ -23,6 +23,8 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
+    /// Where the run writes; `--output` overrides it (and may stand in for it).
+    #[serde(default)]
     pub dir: PathBuf,
     /// Chunk codec: "blosc-zstd" (default), "blosc-lz4", "zstd" or "none".
     #[serde(default = "default_codec")]
@@ -36,6 +38,20 @@ pub struct OutputConfig {
 fn default_codec() -> String {
     "blosc-zstd".into()
 }
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { dir: PathBuf::new(), codec: default_codec(), level: None, subchunks: None }
+    }
+}
+
+/// The keys of each section, for messages that list them (a test checks them against the
+/// structs).
+const TOP_KEYS: &[&str] = &["version", "input", "output", "runtime", "stages"];
+const INPUT_KEYS: &[&str] =
+    &["root", "ct", "prediction", "label", "revised", "metadata", "models", "classes", "clamp_probabilities"];
+const OUTPUT_KEYS: &[&str] = &["dir", "codec", "level", "subchunks"];
+const RUNTIME_KEYS: &[&str] = &["memory_limit", "slab_depth", "workers", "checkpoint_secs"];
 
 impl OutputConfig {
     /// The chunk codec and its level (validated by [`Pipeline::parse`]).
@@ -87,18 +103,6 @@ impl Default for RuntimeConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPipeline {
-    version: u32,
-    input: InputConfig,
-    output: OutputConfig,
-    #[serde(default)]
-    runtime: RuntimeConfig,
-    #[serde(default)]
-    stages: Vec<toml::Table>,
-}
-
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -118,6 +122,9 @@ pub struct Overrides {
     pub input: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub memory_limit: Option<String>,
+    /// `--input` and `--output` come later (`slabflow validate`): a file without `[input]
+    /// root` or `[output] dir` is complete.
+    pub paths_later: bool,
 }
 
 impl Pipeline {
@@ -150,20 +157,78 @@ impl Pipeline {
 
     pub fn parse(file: &Path, text: &str, overrides: &Overrides) -> Result<Pipeline, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError { file: file.to_owned(), problems };
-        let mut raw: RawPipeline = toml::from_str(text).map_err(|e| fail(vec![toml_message(&e)]))?;
+        // Broken TOML stops here (with its line); past that, every section is read on its
+        // own, so that one problem hides no other.
+        let doc: toml::Table = toml::from_str(text).map_err(|e| fail(vec![toml_message(text, &e)]))?;
+        let lines = Lines(text);
         let mut problems = Vec::new();
-        if raw.version != 1 {
-            problems.push(format!("version = {}: this slabflow reads version = 1", raw.version));
+        for key in doc.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
+            problems.push(format!(
+                "{}{key}: not a key of a pipeline file; it has version, [input], [output], [runtime] and [[stages]]",
+                lines.at(None, key)
+            ));
         }
+        match doc.get("version") {
+            Some(toml::Value::Integer(1)) => {}
+            Some(v) => {
+                problems.push(format!("{}version = {v}: this slabflow reads version = 1", lines.at(None, "version")))
+            }
+            None => problems.push("version is missing: a pipeline file says version = 1".into()),
+        }
+        let input: Option<InputConfig> = match doc.get("input") {
+            Some(v) => section(v, "input", INPUT_KEYS, &lines, &mut problems),
+            None => {
+                problems.push(
+                    "[input] is missing: it says how the corpus's files are named (ct = \"{case}/ct.nii.gz\", …)"
+                        .into(),
+                );
+                None
+            }
+        };
+        let output: Option<OutputConfig> = match doc.get("output") {
+            Some(v) => section(v, "output", OUTPUT_KEYS, &lines, &mut problems),
+            None => Some(OutputConfig::default()),
+        };
+        let runtime: Option<RuntimeConfig> = match doc.get("runtime") {
+            Some(v) => section(v, "runtime", RUNTIME_KEYS, &lines, &mut problems),
+            None => Some(RuntimeConfig::default()),
+        };
+        let stage_tables: Vec<toml::Table> = match doc.get("stages") {
+            None => Vec::new(),
+            Some(toml::Value::Array(a)) if a.iter().all(|v| v.is_table()) => {
+                a.iter().filter_map(|v| v.as_table().cloned()).collect()
+            }
+            Some(_) => {
+                problems.push(format!("{}stages: write each stage as a [[stages]] table", lines.at(None, "stages")));
+                Vec::new()
+            }
+        };
+        // What could not be read is reported above; the rest is still checked (a section that
+        // did not read stands in with its defaults).
+        let (mut output, mut runtime) = (output.unwrap_or_default(), runtime.unwrap_or_default());
+        let Some(mut input) = input else {
+            // The stages' own problems need [input]'s classes and templates; their kinds do not.
+            let mut probe = Vec::new();
+            stages::build_all(&stage_tables, &InputConfig::default(), &mut probe);
+            problems.extend(probe.into_iter().filter(|p| p.contains("unknown kind") || p.contains("missing `kind`")));
+            return Err(fail(lines.locate_stages(problems)));
+        };
         if let Some(i) = &overrides.input {
-            raw.input.root = i.clone();
+            input.root = i.clone();
         }
         if let Some(o) = &overrides.output {
-            raw.output.dir = o.clone();
+            output.dir = o.clone();
         }
         if let Some(m) = &overrides.memory_limit {
-            raw.runtime.memory_limit = m.clone();
+            runtime.memory_limit = m.clone();
         }
+        if !overrides.paths_later && input.root.as_os_str().is_empty() {
+            problems.push("input.root is missing: set [input] root = \"…\", or give --input DIR".into());
+        }
+        if !overrides.paths_later && output.dir.as_os_str().is_empty() {
+            problems.push("output.dir is missing: set [output] dir = \"…\", or give --output DIR".into());
+        }
+        let mut raw = Raw { input, output, runtime };
         let mut template =
             |key: &str, value: Option<&String>, required: &[&str], allowed: &[&str]| -> Option<Template> {
                 let value = value?;
@@ -171,18 +236,24 @@ impl Pipeline {
                     Ok(t) => {
                         for r in required {
                             if !t.uses(r) {
-                                problems.push(format!("input.{key} = \"{value}\" must use {{{r}}}"));
+                                problems.push(format!(
+                                    "{}input.{key} = \"{value}\" must use {{{r}}}",
+                                    lines.at(Some("input"), key)
+                                ));
                             }
                         }
                         for p in crate::input::PLACEHOLDERS {
                             if t.uses(p) && !allowed.contains(p) {
-                                problems.push(format!("input.{key} = \"{value}\" cannot use {{{p}}}"));
+                                problems.push(format!(
+                                    "{}input.{key} = \"{value}\" cannot use {{{p}}}",
+                                    lines.at(Some("input"), key)
+                                ));
                             }
                         }
                         Some(t)
                     }
                     Err(e) => {
-                        problems.push(format!("input.{key}: {e}"));
+                        problems.push(format!("{}input.{key}: {e}", lines.at(Some("input"), key)));
                         None
                     }
                 }
@@ -218,12 +289,16 @@ impl Pipeline {
         let memory_limit = match parse_bytes(&raw.runtime.memory_limit) {
             Ok(b) => b,
             Err(e) => {
-                problems.push(format!("runtime.memory_limit: {e}"));
+                problems.push(format!("{}runtime.memory_limit: {e}", lines.at(Some("runtime"), "memory_limit")));
                 0
             }
         };
         if raw.runtime.slab_depth == 0 || raw.runtime.slab_depth > 4096 {
-            problems.push(format!("runtime.slab_depth = {}: use 1 to 4096 slices", raw.runtime.slab_depth));
+            problems.push(format!(
+                "{}runtime.slab_depth = {}: use 1 to 4096 slices",
+                lines.at(Some("runtime"), "slab_depth"),
+                raw.runtime.slab_depth
+            ));
         }
         if !(raw.runtime.checkpoint_secs >= 0.0 && raw.runtime.checkpoint_secs.is_finite()) {
             problems.push(format!(
@@ -254,9 +329,9 @@ impl Pipeline {
         {
             problems.push("output.subchunks: every extent must be at least 1".into());
         }
-        let stages = stages::build_all(&raw.stages, &raw.input, &mut problems);
+        let stages = stages::build_all(&stage_tables, &raw.input, &mut problems);
         if !problems.is_empty() {
-            return Err(fail(problems));
+            return Err(fail(lines.locate_stages(problems)));
         }
         raw.input.templates = Templates { ct: ct.unwrap(), prediction, label, revised };
         Ok(Pipeline {
@@ -272,11 +347,121 @@ impl Pipeline {
     }
 }
 
-fn toml_message(e: &toml::de::Error) -> String {
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_string();
     match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
+        Some(span) => format!("line {}: {msg}", text[..span.start.min(text.len())].lines().count().max(1)),
         None => msg,
+    }
+}
+
+/// The validated sections, while the rest is checked.
+struct Raw {
+    input: InputConfig,
+    output: OutputConfig,
+    runtime: RuntimeConfig,
+}
+
+/// Reads one section of the file into `T`: every key it does not know is a problem (with its
+/// line), and the rest is read as far as it goes (a value of the wrong type is a problem too).
+fn section<T: serde::de::DeserializeOwned>(
+    value: &toml::Value,
+    name: &str,
+    keys: &[&str],
+    lines: &Lines,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let Some(table) = value.as_table() else {
+        problems.push(format!("{}{name}: write it as a [{name}] table", lines.at(None, name)));
+        return None;
+    };
+    let mut known = table.clone();
+    for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
+        problems.push(format!(
+            "{}{name}.{key}: not a key of [{name}]; its keys are {}",
+            lines.at(Some(name), key),
+            keys.join(", ")
+        ));
+        known.remove(key);
+    }
+    // serde stops at the first bad value and does not say whose it is: find the key whose
+    // removal makes that error go, report it, and go on without it, until the rest reads.
+    let read =
+        |t: &toml::Table| T::deserialize(toml::Value::Table(t.clone())).map_err(|e| e.message().trim().to_string());
+    let mut bad = false;
+    loop {
+        match read(&known) {
+            Ok(t) => return (!bad).then_some(t),
+            Err(msg) => {
+                bad = true;
+                let culprit = known.keys().find(|k| {
+                    let mut without = known.clone();
+                    without.remove(*k);
+                    read(&without).map_or_else(|m| m != msg, |_| true)
+                });
+                match culprit.cloned() {
+                    Some(k) if !msg.contains(&format!("missing field `{k}`")) => {
+                        problems.push(format!("{}{name}.{k}: {msg}", lines.at(Some(name), &k)));
+                        known.remove(&k);
+                    }
+                    // A required key reported above as unreadable is not missing as well.
+                    _ if table.keys().any(|k| !known.contains_key(k) && msg == format!("missing field `{k}`")) => {
+                        return None;
+                    }
+                    _ => {
+                        problems.push(format!("{}[{name}]: {msg}", lines.at(None, name)));
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where keys are in the file's text, for messages: "line N: ".
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    /// The line of `key` in `[section]` (or at the top, before any section).
+    fn at(&self, section: Option<&str>, key: &str) -> String {
+        let mut current: Option<String> = None;
+        for (n, line) in self.0.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                current = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+                if section.is_none() && current.as_deref() == Some(key) {
+                    return format!("line {}: ", n + 1);
+                }
+                continue;
+            }
+            let is_key = t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='));
+            if is_key && current.as_deref() == section {
+                return format!("line {}: ", n + 1);
+            }
+        }
+        String::new()
+    }
+
+    /// Puts the line of `[[stages]]` number i before each problem that starts "stages[i]".
+    fn locate_stages(&self, problems: Vec<String>) -> Vec<String> {
+        let headers: Vec<usize> = self
+            .0
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim().trim_end_matches(|c: char| c != ']').replace(' ', "") == "[[stages]]")
+            .map(|(n, _)| n + 1)
+            .collect();
+        problems
+            .into_iter()
+            .map(|p| {
+                let index =
+                    p.strip_prefix("stages[").and_then(|r| r.split(']').next()).and_then(|i| i.parse::<usize>().ok());
+                match index.and_then(|i| headers.get(i)) {
+                    Some(line) => format!("line {line}: {p}"),
+                    None => p,
+                }
+            })
+            .collect()
     }
 }
 
@@ -352,6 +537,71 @@ slab_depth = 0
         {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn one_problem_hides_no_other_and_each_names_its_line() {
+        let text = r#"version = 1
+[input]
+root = "x"
+ct = "{case}/ct.nii.gz"
+predictoin = "{case}/{model}/{class}.nii.gz"
+[output]
+dir = "o"
+[runtime]
+slab_depth = 0
+[[stages]]
+kind = "normalize"
+[[stages]]
+kind = "teleport"
+[[stages]]
+kind = "rank"
+budget = 2.0
+"#;
+        let all = Pipeline::parse(Path::new("p.toml"), text, &Overrides::default()).unwrap_err().to_string();
+        for needle in [
+            "line 5: input.predictoin: not a key of [input]; its keys are root, ct, prediction",
+            "line 9: runtime.slab_depth = 0",
+            "line 12: stages[1]: unknown kind \"teleport\"",
+            "line 14: stages[2] (rank): budget",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        // A section that does not read at all still lets the stages be checked.
+        let text = "version = 1\n[input]\nct = 3\n[[stages]]\nkind = \"teleport\"\n";
+        let all = Pipeline::parse(Path::new("p.toml"), text, &Overrides::default()).unwrap_err().to_string();
+        assert!(
+            all.contains("line 3: input.ct: invalid type") && all.contains("line 4: stages[0]: unknown kind"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn root_and_output_may_come_from_the_command_line() {
+        let text = "version = 1\n[input]\nct = \"{case}/ct.nii.gz\"\n";
+        let all = Pipeline::parse(Path::new("p.toml"), text, &Overrides::default()).unwrap_err().to_string();
+        assert!(all.contains("input.root is missing") && all.contains("output.dir is missing"), "{all}");
+        let given = Overrides { input: Some("c".into()), output: Some("o".into()), ..Default::default() };
+        let p = Pipeline::parse(Path::new("p.toml"), text, &given).unwrap();
+        assert_eq!((p.input.root.as_path(), p.output.dir.as_path()), (Path::new("c"), Path::new("o")));
+        let later = Overrides { paths_later: true, ..Default::default() };
+        assert!(Pipeline::parse(Path::new("p.toml"), text, &later).is_ok(), "validate takes them later");
+    }
+
+    /// The key lists of the messages are the structs' fields (serde lists those when it meets
+    /// an unknown one).
+    #[test]
+    fn key_lists_match_the_sections() {
+        fn fields<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+            let mut t = toml::Table::new();
+            t.insert("no_such_key".into(), toml::Value::Integer(0));
+            let e = T::deserialize(toml::Value::Table(t)).unwrap_err().to_string();
+            let list = e.split("expected one of").nth(1).unwrap_or_else(|| panic!("{e}"));
+            list.split('`').skip(1).step_by(2).map(String::from).collect()
+        }
+        assert_eq!(fields::<InputConfig>(), INPUT_KEYS);
+        assert_eq!(fields::<OutputConfig>(), OUTPUT_KEYS);
+        assert_eq!(fields::<RuntimeConfig>(), RUNTIME_KEYS);
     }
 
     #[test]

@@ -92,7 +92,12 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
     }
     let m = manifest.expect("matched above");
     if m.stages_changed(&want) {
-        let overrides = Overrides { input: Some(p.input.root.clone()), output: Some(out.clone()), memory_limit: None };
+        let overrides = Overrides {
+            input: Some(p.input.root.clone()),
+            output: Some(out.clone()),
+            memory_limit: None,
+            ..Default::default()
+        };
         let before = Pipeline::parse(&p.file, &m.pipeline_text, &overrides).ok();
         plan.stages = rerun::describe_stages(p, before.as_ref());
     }

@@ -40,8 +40,12 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
     let (_lock, manifest) = start::start_merge(out)?;
     let split = manifest.split.as_ref().expect("start_merge checks");
     let count = split.shards;
-    let overrides =
-        Overrides { input: Some(manifest.fingerprint.input.clone()), output: Some(out.to_owned()), memory_limit: None };
+    let overrides = Overrides {
+        input: Some(manifest.fingerprint.input.clone()),
+        output: Some(out.to_owned()),
+        memory_limit: None,
+        ..Default::default()
+    };
     let saved = Manifest::path(out);
     let p = Pipeline::parse(&saved, &manifest.pipeline_text, &overrides).map_err(|e| refuse(e.to_string()))?;
 
