@@ -169,6 +169,21 @@ enum Command {
     },
     /// List the stage kinds and their parameters with defaults.
     Stages,
+    /// Print a pipeline's stage graph: nodes, edges with their channel capacity and bytes per
+    /// item, the memory each node holds, what each writes.
+    Plan {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Corpus root (overrides [input] root): the figures are for its first case.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Peak memory limit (overrides [runtime] memory_limit).
+        #[arg(long)]
+        memory_limit: Option<String>,
+        /// `text`, or `dot` for Graphviz (`… --format dot | dot -Tsvg > plan.svg`).
+        #[arg(long, default_value = "text", value_parser = ["text", "dot"])]
+        format: String,
+    },
     /// Tell what a run in an output directory has done, failed and left.
     Status {
         /// The output directory of the run.
@@ -342,6 +357,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan { pipeline, input, memory_limit, format } => {
+            let overrides = Overrides { input, memory_limit, paths_later: true, ..Default::default() };
+            let p = match Pipeline::load(&pipeline, &overrides) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let plan = pipeline::plan::plan(&p);
+            match format.as_str() {
+                "dot" => print!("{}", plan.dot()),
+                _ => print!("{}: {} stages\n{}", pipeline.display(), p.stages.len(), plan.text()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stages => {
             for k in slabflow::stages::REGISTRY {
                 println!("{}\n    {}", k.kind, k.summary);
@@ -355,6 +386,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("    reads {}; writes {writes}", reads.join(", "));
                 } else {
                     println!("    runs once over the corpus, from the journal");
+                }
+                let names = |v: &[slabflow::stages::Product]| v.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+                if !k.needs.is_empty() {
+                    println!("    needs {}", names(k.needs));
+                }
+                if !k.makes.is_empty() {
+                    println!("    makes {}", names(k.makes));
                 }
                 println!();
             }

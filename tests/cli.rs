@@ -353,3 +353,49 @@ fn hostile_inputs_fail_their_case_alone() {
         assert_eq!(util::tree(&out.join(&rel)), util::tree(&clean.join(&rel)), "{id} differs from the clean run");
     }
 }
+
+#[test]
+fn plan_prints_the_graph_with_the_memory_the_run_reserves() {
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 2, [48, 40, 20]);
+    let p = t.path().join("p.toml");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/contract.toml")).unwrap(),
+    )
+    .unwrap();
+    let o = util::slabflow(&["plan", p.to_str().unwrap(), "--input", corpus.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    for needle in [
+        "for BDMAP_00000001, 48×40×20, slabs of 16 slices",
+        "read → attention: slab sets (shared by reference, never copied); bounded channel, capacity 0",
+        "attention → rank: per-case attention sizes",
+        "writes cases/{case}.zarr/ct_norm",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // The per-case figure is the one the run reserves.
+    let per_case = text.split("memory: ").nth(1).unwrap().split(" per case").next().unwrap().to_string();
+    let out = t.path().join("out");
+    let o = util::bin()
+        .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(util::stderr(&o).contains(&format!("{per_case} each")), "plan says {per_case}: {}", util::stderr(&o));
+    let dot = util::slabflow(&["plan", p.to_str().unwrap(), "--format", "dot"]);
+    let dot = String::from_utf8_lossy(&dot.stdout).into_owned();
+    assert!(dot.starts_with("digraph slabflow {") && dot.contains("\"attention\" -> \"rank\""), "{dot}");
+    // A graph problem is reported with the rest.
+    let bad = t.path().join("bad.toml");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("kind = \"attention\"", "kind = \"metrics\"\nnsd_tolerance_mm = -1.0");
+    std::fs::write(&bad, text).unwrap();
+    let v = util::slabflow(&["validate", bad.to_str().unwrap()]);
+    let err = util::stderr(&v);
+    assert!(err.contains("needs per-case attention sizes, which no stage makes: add an \"attention\" stage"), "{err}");
+}

@@ -59,27 +59,60 @@ fn slab_bytes(h: &Header, depth: usize) -> u64 {
     (nx * ny) as u64 * depth.min(nz) as u64 * h.datatype.size() as u64
 }
 
+/// What one case holds while it streams, part by part ([`case_memory`] is their sum).
+#[derive(Debug, Clone)]
+pub struct CaseMemory {
+    /// One slab of every volume, as decoded: what the reader hands the stages.
+    pub slab_set: u64,
+    /// The slab sets alive at once ([`SLABS_IN_FLIGHT`]).
+    pub slab_sets: u64,
+    /// The gzip readers' buffers.
+    pub readers: u64,
+    /// Per-thread encoding scratch of the input writes (a converted chunk and its compressed
+    /// copy).
+    pub convert: u64,
+    /// What each stage holds, in pipeline order.
+    pub stages: Vec<u64>,
+    /// All of it, and a tenth more for the allocator.
+    pub total: u64,
+}
+
+/// A gzip reader's buffers (flate2's inflate state and the 256 KiB read buffer).
+pub const READER_BYTES: u64 = 320 << 10;
+
+/// The memory one case needs while streaming, from its headers, part by part.
+pub fn case_memory_parts(headers: &[Header], depth: usize, p: &Pipeline) -> CaseMemory {
+    let slab_set: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
+    let [nx, ny, nz] = headers[0].shape();
+    let elems = (nx * ny * depth.min(nz)) as u64;
+    let widest_input = headers.iter().map(|h| h.datatype.size().max(ct_storage(h).size())).max().unwrap_or(1);
+    let widest = widest_input.max(if p.stages.is_empty() { 1 } else { 4 }) as u64;
+    let convert = 2 * elems * widest * rayon::current_num_threads() as u64;
+    let stages: Vec<u64> = p
+        .stages
+        .iter()
+        .map(|s| s.memory(headers[0].shape(), headers[0].spacing(), depth, p.input.models.len(), p.input.classes.len()))
+        .collect();
+    let readers = headers.len() as u64 * READER_BYTES;
+    let heap = SLABS_IN_FLIGHT as u64 * slab_set + convert + readers + stages.iter().sum::<u64>();
+    // What malloc keeps of freed blocks on top: full-size cases of the contract pipeline
+    // peaked 5–8 % above the sum (massif and VmHWM, benches/README.md).
+    CaseMemory {
+        slab_set,
+        slab_sets: SLABS_IN_FLIGHT as u64 * slab_set,
+        readers,
+        convert,
+        stages,
+        total: heap + heap / 10,
+    }
+}
+
 /// The memory one case needs while streaming, from its headers: the slab sets in flight, the
 /// gzip readers' buffers, per-thread encoding scratch (a converted chunk and its compressed
 /// copy), what the stages hold, and a tenth more for the allocator. The budget reserves this
 /// before anything is allocated; measured peaks stay below it (benches/README.md).
 pub fn case_memory(headers: &[Header], depth: usize, p: &Pipeline) -> u64 {
-    let slabs: u64 = headers.iter().map(|h| slab_bytes(h, depth)).sum();
-    let [nx, ny, nz] = headers[0].shape();
-    let elems = (nx * ny * depth.min(nz)) as u64;
-    let widest_input = headers.iter().map(|h| h.datatype.size().max(ct_storage(h).size())).max().unwrap_or(1);
-    let widest = widest_input.max(if p.stages.is_empty() { 1 } else { 4 }) as u64;
-    let scratch = 2 * elems * widest * rayon::current_num_threads() as u64;
-    let per_reader = 320 << 10;
-    let stages: u64 = p
-        .stages
-        .iter()
-        .map(|s| s.memory(headers[0].shape(), headers[0].spacing(), depth, p.input.models.len(), p.input.classes.len()))
-        .sum();
-    let heap = SLABS_IN_FLIGHT as u64 * slabs + scratch + headers.len() as u64 * per_reader + stages;
-    // What malloc keeps of freed blocks on top: full-size cases of the contract pipeline
-    // peaked 5–8 % above the sum (massif and VmHWM, benches/README.md).
-    heap + heap / 10
+    case_memory_parts(headers, depth, p).total
 }
 
 /// How CT values are stored: the smallest of int16, float32 and float64 that holds every

@@ -8,6 +8,7 @@ pub mod case;
 pub mod config;
 pub mod dry_run;
 pub mod html;
+pub mod plan;
 pub mod report;
 pub mod rerun;
 pub mod run;

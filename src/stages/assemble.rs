@@ -52,6 +52,8 @@ pub const KIND: StageKind = StageKind {
     per_case: true,
     reads: &[InputKind::Prediction, InputKind::Label, InputKind::Revised],
     writes: &["cases/{case}.zarr/final", "release/{case}", "release/{case}.partial"],
+    needs: &[],
+    makes: &[],
     build,
 };
 

@@ -43,6 +43,8 @@ pub const KIND: StageKind = StageKind {
     per_case: true,
     reads: &[InputKind::Prediction],
     writes: &["cases/{case}.zarr/attention"],
+    needs: &[],
+    makes: &[super::Product::AttentionSize, super::Product::AttentionMaps],
     build,
 };
 

@@ -36,6 +36,8 @@ pub const KIND: StageKind = StageKind {
     per_case: true,
     reads: &[InputKind::Prediction, InputKind::Label],
     writes: &[],
+    needs: &[],
+    makes: &[],
     build,
 };
 

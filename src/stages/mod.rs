@@ -15,6 +15,7 @@ pub mod assemble;
 pub mod attention;
 pub mod components;
 pub mod evaluate;
+pub mod graph;
 pub mod metrics;
 pub mod morphology;
 pub mod normalize;
@@ -59,6 +60,10 @@ pub struct StageKind {
     /// What it writes for one case, relative to the output directory, `{case}` standing for the
     /// case id.
     pub writes: &'static [&'static str],
+    /// What it takes from other stages ([`graph`] finds their producers).
+    pub needs: &'static [Product],
+    /// What it gives other stages.
+    pub makes: &'static [Product],
     pub build: fn(&toml::Table, &InputConfig) -> Result<StageConfig, Vec<String>>,
 }
 
@@ -71,6 +76,29 @@ impl StageKind {
     /// The paths it writes for `case_id` in `out`.
     pub fn outputs(&self, out: &std::path::Path, case_id: &str) -> Vec<std::path::PathBuf> {
         self.writes.iter().map(|w| out.join(w.replace("{case}", case_id))).collect()
+    }
+}
+
+/// What one stage gives another, beyond the files it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    /// Per case, the attention sums of each class and the case's attention size (kept in the
+    /// journal's records).
+    AttentionSize,
+    /// Per case, the attention maps in its Zarr group (`attention/<class>`).
+    AttentionMaps,
+    /// The corpus ranked by attention size, the flagged cases marked.
+    Ranking,
+}
+
+impl Product {
+    /// For people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::AttentionSize => "per-case attention sizes",
+            Product::AttentionMaps => "attention maps",
+            Product::Ranking => "the ranking",
+        }
     }
 }
 
@@ -106,14 +134,7 @@ pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec
             None => problems.push(format!("stages[{i}]: unknown kind \"{kind}\"; kinds are {}", kinds())),
         }
     }
-    let has_attention = out.iter().any(|s| matches!(s, StageConfig::Attention(_)));
-    if out.iter().any(|s| matches!(s, StageConfig::Rank(_))) && !has_attention {
-        problems.push("a \"rank\" stage ranks by attention size: add an \"attention\" stage".into());
-    }
-    if out.iter().any(|s| matches!(s, StageConfig::Review(_))) && !out.iter().any(|s| matches!(s, StageConfig::Rank(_)))
-    {
-        problems.push("a \"review\" stage exports the flagged cases: add a \"rank\" stage".into());
-    }
+    problems.extend(graph::check(&out));
     out
 }
 

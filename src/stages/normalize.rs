@@ -23,6 +23,8 @@ pub const KIND: StageKind = StageKind {
     per_case: true,
     reads: &[InputKind::Ct],
     writes: &["cases/{case}.zarr/ct_norm"],
+    needs: &[],
+    makes: &[],
     build,
 };
 

@@ -18,6 +18,8 @@ pub const KIND: StageKind = StageKind {
     per_case: false,
     reads: &[],
     writes: &[],
+    needs: &[super::Product::AttentionSize],
+    makes: &[super::Product::Ranking],
     build,
 };
 

@@ -40,6 +40,8 @@ pub const KIND: StageKind = StageKind {
     per_case: false,
     reads: &[],
     writes: &[],
+    needs: &[super::Product::Ranking],
+    makes: &[],
     build,
 };
 
