@@ -141,7 +141,7 @@ pub fn plan(p: &Pipeline) -> Plan {
     }];
     for (i, s) in p.stages.iter().enumerate() {
         let k = s.kind();
-        let name = format!("{}", k.kind);
+        let name = k.kind.to_string();
         let does = if k.per_case {
             format!("per case, slab by slab; reads {}", volumes(k.reads))
         } else {
