@@ -245,12 +245,23 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    // SLABFLOW_TRACE=trace.json: every span (each stage on each slab, each slab read and
+    // converted) as a Chrome trace, for Perfetto or chrome://tracing; written when the command
+    // ends (held by `_trace`).
+    let (trace, _trace) = match std::env::var_os("SLABFLOW_TRACE") {
+        Some(path) => {
+            let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new().file(path).include_args(true).build();
+            (Some(layer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG)), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt).with(trace).init();
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -379,13 +379,31 @@ fn plan_prints_the_graph_with_the_memory_the_run_reserves() {
     // The per-case figure is the one the run reserves.
     let per_case = text.split("memory: ").nth(1).unwrap().split(" per case").next().unwrap().to_string();
     let out = t.path().join("out");
+    let trace = t.path().join("trace.json");
     let o = util::bin()
         .args(["run", p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
         .env("RUST_LOG", "info")
+        .env("SLABFLOW_TRACE", &trace)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", util::stderr(&o));
-    assert!(util::stderr(&o).contains(&format!("{per_case} each")), "plan says {per_case}: {}", util::stderr(&o));
+    let err = util::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("{per_case} each")), "plan says {per_case}: {err}");
+    // Where the time went: the summary names the bounding node, profile.json has every node,
+    // and the trace has a span per stage and slab.
+    assert!(err.contains("Bound by ") && err.contains("attention  busy"), "{err}");
+    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("profile.json")).unwrap()).unwrap();
+    let nodes: Vec<&str> = profile["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["read", "convert", "normalize", "attention", "metrics"]);
+    assert!(profile["bound_by"].is_string() && profile["nodes"][3]["slabs"] == 4, "{profile}");
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let spans = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "stage" && e["ph"] == "B" && e["args"]["stage"] == "attention")
+        .count();
+    assert_eq!(spans, 2 * 2, "one per case and slab: {spans}");
     let dot = util::slabflow(&["plan", p.to_str().unwrap(), "--format", "dot"]);
     let dot = String::from_utf8_lossy(&dot.stdout).into_owned();
     assert!(dot.starts_with("digraph slabflow {") && dot.contains("\"attention\" -> \"rank\""), "{dot}");

@@ -170,3 +170,49 @@ fn review_exports_match_numpy_and_load_in_nibabel() {
     let report = util::python_script("reference_review.py", &[&out, &corpus, Path::new("2")]);
     assert!(report.starts_with("OK 2 flagged cases"), "{report}");
 }
+
+/// A stage kind from another crate (examples/hu_stats.rs, built by `cargo test`): it runs
+/// beside slabflow's stages, sees every slab as `ndarray` views, and its table matches numpy.
+#[test]
+fn a_custom_stage_from_the_library_api_matches_numpy() {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("hu_stats");
+    assert!(example.is_file(), "cargo test builds the examples: {} is missing", example.display());
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 2, [40, 36, 20]);
+    let p = util::convert_pipeline(
+        t.path(),
+        "[runtime]\nslab_depth = 6\n[[stages]]\nkind = \"attention\"\n[[stages]]\nkind = \"hu_stats\"\n[[stages]]\nkind = \"rank\"\n",
+    );
+    let hu = t.path().join("hu.toml");
+    std::fs::rename(&p, &hu).unwrap();
+    let p = hu;
+    let out = t.path().join("out");
+    let o = std::process::Command::new(&example)
+        .args([p.to_str().unwrap(), "--input", corpus.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let table = out.join("hu_stats.csv");
+    let said = util::python_script("reference_hu_stats.py", &[&corpus, &table]);
+    assert!(said.contains("matches numpy"), "{said}");
+    // The built-in stages beside it are unchanged by it.
+    let plain = util::convert_pipeline(
+        t.path(),
+        "[runtime]\nslab_depth = 6\n[[stages]]\nkind = \"attention\"\n[[stages]]\nkind = \"rank\"\n",
+    );
+    let out2 = t.path().join("plain");
+    assert!(util::run(&plain, &corpus, &out2, &[]).status.success());
+    assert_eq!(std::fs::read(out.join("metrics.csv")).unwrap(), std::fs::read(out2.join("metrics.csv")).unwrap());
+    // An unknown parameter of the custom kind is reported with the rest of the file's problems.
+    let bad = t.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&p).unwrap().replace("kind = \"hu_stats\"", "kind = \"hu_stats\"\ncolour = 1"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(&example).arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(util::stderr(&o).contains("(hu_stats): colour: not a parameter of hu_stats"), "{}", util::stderr(&o));
+}

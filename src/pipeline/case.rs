@@ -13,9 +13,9 @@
 
 use std::path::Path;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded};
 use rayon::prelude::*;
@@ -27,6 +27,7 @@ use crate::input::{Case, InputKind, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::pipeline::profile::NodeTimes;
 use crate::pipeline::rerun::Partial;
 use crate::stages::{CaseContext, CaseResult, CaseSlab, Layout, ProbDecoder};
 use crate::with_voxels;
@@ -51,6 +52,8 @@ pub struct CaseReport {
     /// The input files as they were when the case began, with the content digest of each
     /// that was read through.
     pub inputs: Vec<InputStamp>,
+    /// Where the case's time went, node by node ([`crate::pipeline::profile`]).
+    pub profile: Vec<NodeTimes>,
 }
 
 /// Bytes of one volume's slab as decoded.
@@ -400,13 +403,21 @@ pub fn process_case(
         zarr: &opts,
     };
     let mut stages = Vec::new();
+    let mut names = Vec::new();
     for (i, config) in p.stages.iter().enumerate() {
         if runs(i)
             && let Some(stage) = config.start(&ctx)?
         {
             stages.push(stage);
+            names.push(config.kind().kind);
         }
     }
+    // Slab checkpoints hold every stage's state: custom stages keep none.
+    let checkpoints = !p.stages.iter().any(|s| matches!(s, crate::stages::StageConfig::Custom(_)));
+    // Per stage: busy time; for the stages' thread: time waiting for the reader.
+    let mut stage_busy = vec![Duration::ZERO; stages.len()];
+    let mut waiting = Duration::ZERO;
+    let convert_nanos = AtomicU64::new(0);
 
     let depth = depth.min(nz).max(1);
     // The first volume read: its slab's length gives the slab's depth.
@@ -431,8 +442,12 @@ pub fn process_case(
     let mut paused = None;
     std::thread::scope(|s| -> Result<(), String> {
         let read = &read;
-        let reader = s.spawn(move || -> Result<Vec<Option<u64>>, String> {
-            let digests = |readers: &[VolumeReader]| readers.iter().map(|r| r.digest()).collect();
+        let reader = s.spawn(move || -> Result<(Vec<Option<u64>>, [Duration; 2]), String> {
+            // Inflating, and waiting to hand a slab set over (or for a free one).
+            let (mut busy, mut blocked) = (Duration::ZERO, Duration::ZERO);
+            let digests = |readers: &[VolumeReader], busy, blocked| {
+                (readers.iter().map(|r| r.digest()).collect(), [busy, blocked])
+            };
             for r in readers.iter_mut().zip(read).filter(|(_, r)| **r).map(|(r, _)| r) {
                 r.skip_slices(start_z).map_err(|e| e.to_string())?;
             }
@@ -441,22 +456,31 @@ pub fn process_case(
                 .collect::<Vec<_>>();
             for z0 in (start_z..nz).step_by(depth) {
                 let n = depth.min(nz - z0);
+                let t = Instant::now();
                 let mut bufs = match spare.pop() {
                     Some(b) => b,
                     None => match recycle_rx.recv() {
                         Ok(b) => b,
-                        Err(_) => return Ok(digests(&readers)), // the consumer stopped; it reports why
+                        Err(_) => return Ok(digests(&readers, busy, blocked)), // the consumer stopped; it reports why
                     },
                 };
-                for ((r, b), _) in readers.iter_mut().zip(&mut bufs).zip(read).filter(|(_, r)| **r) {
-                    r.read_slab(n, b).map_err(|e| e.to_string())?;
+                blocked += t.elapsed();
+                let t = Instant::now();
+                {
+                    let _span = tracing::debug_span!("read", case = %case.id, z0).entered();
+                    for ((r, b), _) in readers.iter_mut().zip(&mut bufs).zip(read).filter(|(_, r)| **r) {
+                        r.read_slab(n, b).map_err(|e| e.to_string())?;
+                    }
                 }
+                busy += t.elapsed();
                 tracing::debug!(case = %case.id, z0, n, "Slab read.");
+                let t = Instant::now();
                 if tx.send((z0, bufs)).is_err() {
-                    return Ok(digests(&readers));
+                    return Ok(digests(&readers, busy, blocked));
                 }
+                blocked += t.elapsed();
             }
-            Ok(digests(&readers))
+            Ok(digests(&readers, busy, blocked))
         });
         // Input slabs are written concurrently on the rayon pool (compression is the costliest
         // step); stages run here, slab after slab in z order. A buffer set goes back to the
@@ -465,7 +489,10 @@ pub fn process_case(
         let writes = InFlight::default();
         let mut last_checkpoint = Instant::now();
         rayon::in_place_scope(|rs| {
-            for (z0, bufs) in rx.iter() {
+            loop {
+                let t = Instant::now();
+                let Ok((z0, bufs)) = rx.recv() else { break };
+                waiting += t.elapsed();
                 if failed.lock().unwrap().is_some() {
                     break;
                 }
@@ -476,8 +503,11 @@ pub fn process_case(
                 report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
                 let set = Arc::new(Recycled { bufs: Some(bufs), back: recycle_tx.clone() });
                 let (sinks, failed, shared, guard) = (&sinks, &failed, set.clone(), writes.begin());
+                let convert_nanos = &convert_nanos;
                 rs.spawn(move |_| {
                     let _guard = guard;
+                    let t = Instant::now();
+                    let _span = tracing::debug_span!("convert", z0).entered();
                     let bufs = shared.bufs.as_ref().unwrap();
                     let written = sinks.par_iter().zip(bufs).try_for_each(|(sink, v)| match sink {
                         Some(sink) => write_volume_slab(sink, z0, v),
@@ -486,10 +516,15 @@ pub fn process_case(
                     if let Err(e) = written {
                         failed.lock().unwrap().get_or_insert(e);
                     }
+                    convert_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 });
                 let slab = CaseSlab { z0, nz: n, volumes: set.bufs.as_ref().unwrap(), layout: &layout };
-                for stage in &mut stages {
-                    if let Err(e) = stage.process(&slab) {
+                for ((stage, name), busy) in stages.iter_mut().zip(&names).zip(&mut stage_busy) {
+                    let t = Instant::now();
+                    let _span = tracing::debug_span!("stage", stage = %name, case = %case.id, z0).entered();
+                    let r = stage.process(&slab);
+                    *busy += t.elapsed();
+                    if let Err(e) = r {
                         failed.lock().unwrap().get_or_insert(e);
                         break;
                     }
@@ -498,7 +533,16 @@ pub fn process_case(
                 // A slab checkpoint: when it is due, or to stop on a signal.
                 let z = z0 + n;
                 let stop = env.stop.is_some_and(|f| f.load(Ordering::Relaxed));
-                if z < nz && (stop || last_checkpoint.elapsed().as_secs_f64() >= p.runtime.checkpoint_secs) {
+                if z < nz && stop && !checkpoints {
+                    // A custom stage keeps no slab checkpoint: the case stops here and is redone
+                    // from its first slice by the next run.
+                    paused = Some(0);
+                    break;
+                }
+                if z < nz
+                    && checkpoints
+                    && (stop || last_checkpoint.elapsed().as_secs_f64() >= p.runtime.checkpoint_secs)
+                {
                     writes.wait_idle();
                     if failed.lock().unwrap().is_some() {
                         break;
@@ -531,8 +575,11 @@ pub fn process_case(
         });
         drop(recycle_tx);
         if failed.lock().unwrap().is_none() && paused.is_none() {
-            for stage in &mut stages {
-                if let Err(e) = stage.finish(&mut result) {
+            for (stage, busy) in stages.iter_mut().zip(&mut stage_busy) {
+                let t = Instant::now();
+                let r = stage.finish(&mut result);
+                *busy += t.elapsed();
+                if let Err(e) = r {
                     failed.lock().unwrap().get_or_insert(e);
                     break;
                 }
@@ -543,9 +590,17 @@ pub fn process_case(
             None => Ok(()),
         };
         let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
-        let digests = read.and_then(|d| outcome.map(|()| d))?;
+        let (digests, [read_busy, read_blocked]) = read.and_then(|d| outcome.map(|()| d))?;
         for (s, d) in stamps.iter_mut().zip(digests) {
             s.digest = d;
+        }
+        let (slabs, bytes) = (report.slabs as u64, report.bytes);
+        report.profile.push(NodeTimes::new("read", read_busy, Duration::ZERO, read_blocked, slabs, bytes));
+        let convert = Duration::from_nanos(convert_nanos.load(Ordering::Relaxed));
+        report.profile.push(NodeTimes::new("convert", convert, Duration::ZERO, Duration::ZERO, slabs, bytes));
+        for (name, busy) in names.iter().zip(&stage_busy) {
+            // The stages share one thread: each waited as long for the reader.
+            report.profile.push(NodeTimes::new(name, *busy, waiting, Duration::ZERO, slabs, bytes));
         }
         Ok(())
     })?;

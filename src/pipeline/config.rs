@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::input::Template;
 pub use crate::input::{InputConfig, Templates};
 use crate::stages;
+use crate::stages::custom::Registry;
 use crate::zarr::Codec;
 
 /// Every problem found in a pipeline file, reported together.
@@ -150,12 +151,28 @@ impl Pipeline {
     /// Reads and validates `file`; relative `root`/`dir` are taken relative to the current
     /// directory, as a user typing paths next to the file expects.
     pub fn load(file: &Path, overrides: &Overrides) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![format!("cannot read the file: {e}")] })?;
-        Pipeline::parse(file, &text, overrides)
+        Pipeline::load_with(file, overrides, &Registry::default())
     }
 
+    /// [`Pipeline::load`], with stage kinds from outside slabflow ([`crate::stages::custom`]).
+    pub fn load_with(file: &Path, overrides: &Overrides, custom: &Registry) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![format!("cannot read the file: {e}")] })?;
+        Pipeline::parse_with(file, &text, overrides, custom)
+    }
+
+    /// Validates the text of a pipeline file (`file`: its name, for messages).
     pub fn parse(file: &Path, text: &str, overrides: &Overrides) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse_with(file, text, overrides, &Registry::default())
+    }
+
+    /// [`Pipeline::parse`], with stage kinds from outside slabflow.
+    pub fn parse_with(
+        file: &Path,
+        text: &str,
+        overrides: &Overrides,
+        custom: &Registry,
+    ) -> Result<Pipeline, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError { file: file.to_owned(), problems };
         // Broken TOML stops here (with its line); past that, every section is read on its
         // own, so that one problem hides no other.
@@ -209,7 +226,7 @@ impl Pipeline {
         let Some(mut input) = input else {
             // The stages' own problems need [input]'s classes and templates; their kinds do not.
             let mut probe = Vec::new();
-            stages::build_all(&stage_tables, &InputConfig::default(), &mut probe);
+            stages::build_all(&stage_tables, &InputConfig::default(), custom, &mut probe);
             problems.extend(probe.into_iter().filter(|p| p.contains("unknown kind") || p.contains("missing `kind`")));
             return Err(fail(lines.locate_stages(problems)));
         };
@@ -329,7 +346,7 @@ impl Pipeline {
         {
             problems.push("output.subchunks: every extent must be at least 1".into());
         }
-        let stages = stages::build_all(&stage_tables, &raw.input, &mut problems);
+        let stages = stages::build_all(&stage_tables, &raw.input, custom, &mut problems);
         if !problems.is_empty() {
             return Err(fail(lines.locate_stages(problems)));
         }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dry_run;
 pub mod html;
 pub mod plan;
+pub mod profile;
 pub mod report;
 pub mod rerun;
 pub mod run;

@@ -165,6 +165,18 @@ pub fn write_outputs(
         }
         None => None,
     };
+    // The tables of custom stages: each case's rows, cases in id order.
+    for s in &p.stages {
+        if let StageConfig::Custom(c) = s
+            && let Some((name, header)) = c.factory.table()
+        {
+            let mut rows = vec![header];
+            for f in &succeeded {
+                rows.extend(f.result.custom.get(c.factory.kind()).into_iter().flatten().cloned());
+            }
+            write_csv(&out.join(name), &rows)?;
+        }
+    }
     // What a stage the pipeline no longer has wrote goes with it.
     let has = |f: fn(&StageConfig) -> bool| p.stages.iter().any(f);
     let stale: &[(&str, bool)] = &[

@@ -20,6 +20,7 @@ use crate::input::{self, Case, InputError};
 use crate::pipeline::budget::{MemoryBudget, MemoryWatch, Overshoot};
 use crate::pipeline::case::{self, CaseEnd, CaseEnv, CaseReport};
 use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::pipeline::profile::Profile;
 use crate::pipeline::report;
 use crate::pipeline::rerun::{self, Partial, Work, triage};
 use crate::pipeline::shard::Shard;
@@ -77,6 +78,8 @@ pub struct RunSummary {
     /// The run stopped early on a signal.
     pub interrupted: bool,
     pub shard: Option<Shard>,
+    /// Where the time went, node by node (the cases computed by this run).
+    pub profile: Profile,
 }
 
 impl RunSummary {
@@ -103,6 +106,13 @@ impl RunSummary {
                     row.attention_size,
                     if row.flagged { "  flagged" } else { "" }
                 );
+            }
+        }
+        if let Some((node, why)) = self.profile.bound() {
+            let file = if self.shard.is_none() { ", in profile.json" } else { "" };
+            eprintln!("Bound by {node} ({why}); per node{file}:");
+            for line in self.profile.lines() {
+                eprintln!("  {line}");
             }
         }
         if self.memory_overshoots > 0 {
@@ -209,6 +219,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let watch = MemoryWatch::new(&budget);
     watch.check(); // discovery and planning are not a case's
     let overshoots = AtomicUsize::new(0);
+    let profile = Mutex::new(Profile::default());
     std::thread::scope(|s| {
         for _ in 0..workers.min(todo.len().max(1)) {
             s.spawn(|| {
@@ -278,6 +289,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let outcome = match &r {
                         Ok((rep, res)) => {
                             bytes.fetch_add(rep.bytes, Ordering::Relaxed);
+                            profile.lock().unwrap().add(&rep.profile);
                             match (part, before) {
                                 (Some(w), Some(old)) => w.finished(p, out, old, res, &rep.inputs),
                                 _ => Outcome::Done(CaseDone {
@@ -348,6 +360,12 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     };
     let succeeded = succeeded.len();
     let left = cases.len() - succeeded - failures.len();
+    let profile = profile.into_inner().unwrap();
+    if opts.shard.is_none() && !profile.nodes.is_empty() {
+        profile
+            .write(out, start.elapsed(), todo.len())
+            .map_err(|source| RunError::Io { path: out.join("profile.json"), source })?;
+    }
     Ok(RunSummary {
         output: out.clone(),
         cases: cases.len(),
@@ -362,6 +380,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         left,
         interrupted,
         shard: opts.shard,
+        profile,
     })
 }
 

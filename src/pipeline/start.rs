@@ -39,6 +39,7 @@ pub const TABLES: &[&str] = &[
     "evaluation.csv",
     "evaluation_summary.csv",
     "worklist.csv",
+    "profile.json",
 ];
 
 /// Every path one case's data lives under: its Zarr group, its release export, and that

@@ -14,6 +14,7 @@
 pub mod assemble;
 pub mod attention;
 pub mod components;
+pub mod custom;
 pub mod evaluate;
 pub mod graph;
 pub mod metrics;
@@ -26,6 +27,8 @@ pub mod surface;
 mod surface_normals;
 
 use crate::input::InputConfig;
+use std::collections::BTreeMap;
+
 use crate::input::InputKind;
 use crate::nifti::{Header, Voxels};
 use crate::zarr::{CaseStore, ZarrOptions};
@@ -42,6 +45,8 @@ pub enum StageConfig {
     Evaluate(evaluate::EvaluateConfig),
     Rank(rank::RankConfig),
     Review(review::ReviewConfig),
+    /// A kind from outside slabflow ([`custom`]).
+    Custom(custom::CustomConfig),
 }
 
 /// One stage kind: its name, a summary, its parameters `(name, default, meaning)`, what it
@@ -113,33 +118,41 @@ pub fn parse_table<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Resul
     T::deserialize(toml::Value::Table(t)).map_err(|e| vec![e.message().trim().to_string()])
 }
 
-/// Builds every `[[stages]]` table, pushing each problem (prefixed with `stages[i]`) to `problems`.
-pub fn build_all(tables: &[toml::Table], input: &InputConfig, problems: &mut Vec<String>) -> Vec<StageConfig> {
+/// Builds every `[[stages]]` table, slabflow's kinds and `custom` ones, pushing each problem
+/// (prefixed with `stages[i]`) to `problems`.
+pub fn build_all(
+    tables: &[toml::Table],
+    input: &InputConfig,
+    custom: &custom::Registry,
+    problems: &mut Vec<String>,
+) -> Vec<StageConfig> {
     let mut out = Vec::new();
+    let kinds = || REGISTRY.iter().map(|k| k.kind).chain(custom.kinds()).collect::<Vec<_>>().join(", ");
     for (i, table) in tables.iter().enumerate() {
         let Some(kind) = table.get("kind").and_then(|k| k.as_str()) else {
             problems.push(format!("stages[{i}]: missing `kind`; kinds are {}", kinds()));
             continue;
         };
-        match REGISTRY.iter().find(|k| k.kind == kind) {
-            Some(k) => match (k.build)(table, input) {
-                Ok(c) => {
-                    if out.iter().any(|o: &StageConfig| std::mem::discriminant(o) == std::mem::discriminant(&c)) {
-                        problems.push(format!("stages[{i}]: a second \"{kind}\" stage; each kind runs at most once"));
-                    }
-                    out.push(c)
+        let built = match (REGISTRY.iter().find(|k| k.kind == kind), custom.get(kind)) {
+            (Some(k), _) => (k.build)(table, input),
+            (None, Some(f)) => custom::CustomConfig::build(f, table, input).map(StageConfig::Custom),
+            (None, None) => {
+                problems.push(format!("stages[{i}]: unknown kind \"{kind}\"; kinds are {}", kinds()));
+                continue;
+            }
+        };
+        match built {
+            Ok(c) => {
+                if out.iter().any(|o: &StageConfig| o.kind().kind == kind) {
+                    problems.push(format!("stages[{i}]: a second \"{kind}\" stage; each kind runs at most once"));
                 }
-                Err(es) => problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}"))),
-            },
-            None => problems.push(format!("stages[{i}]: unknown kind \"{kind}\"; kinds are {}", kinds())),
+                out.push(c)
+            }
+            Err(es) => problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}"))),
         }
     }
     problems.extend(graph::check(&out));
     out
-}
-
-fn kinds() -> String {
-    REGISTRY.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
 }
 
 /// Requires `[input] prediction` for stages that read predictions.
@@ -240,6 +253,9 @@ pub struct CaseResult {
     pub classes: Vec<ClassRow>,
     /// Σ over classes of `attention_sum`, when an attention stage ran.
     pub attention_size: Option<f64>,
+    /// The rows of each custom stage's table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: custom::CustomRows,
 }
 
 impl CaseResult {
@@ -248,6 +264,10 @@ impl CaseResult {
         if kind == "attention" {
             self.attention_size = new.attention_size;
         }
+        match new.custom.get(kind) {
+            Some(rows) => self.custom.insert(kind.to_string(), rows.clone()),
+            None => self.custom.remove(kind),
+        };
         self.classes.resize(new.classes.len(), ClassRow::default());
         for (row, n) in self.classes.iter_mut().zip(&new.classes) {
             if n.consensus_voxels.is_some() {
@@ -270,6 +290,7 @@ impl CaseResult {
                 }
                 "assemble" => row.assembly = n.assembly.clone(),
                 "evaluate" => row.evaluation = n.evaluation.clone(),
+                // A custom kind's rows are the case's, below.
                 _ => {}
             }
         }
@@ -280,6 +301,7 @@ impl CaseResult {
         if kind == "attention" {
             self.attention_size = None;
         }
+        self.custom.remove(kind);
         for row in &mut self.classes {
             match kind {
                 "attention" => {
@@ -374,6 +396,7 @@ impl StageConfig {
             StageConfig::Evaluate(_) => "evaluate",
             StageConfig::Rank(_) => "rank",
             StageConfig::Review(_) => "review",
+            StageConfig::Custom(c) => return c.kind,
         };
         StageKind::named(name).expect("every StageConfig has a kind in REGISTRY")
     }
@@ -394,6 +417,7 @@ impl StageConfig {
             StageConfig::Assemble(c) => Some(Box::new(assemble::AssembleStage::start(c, ctx)?)),
             StageConfig::Evaluate(c) => Some(Box::new(evaluate::EvaluateStage::start(c, ctx)?)),
             StageConfig::Rank(_) | StageConfig::Review(_) => None,
+            StageConfig::Custom(c) => Some(c.start(ctx)?),
         })
     }
 
@@ -433,6 +457,7 @@ impl StageConfig {
                 slab * classes as u64 + threads * 2 * nxy + classes as u64 * 2 * nxy
             }
             StageConfig::Rank(_) | StageConfig::Review(_) => 0,
+            StageConfig::Custom(c) => c.factory.memory(layout_shape, depth),
         }
     }
 }

@@ -138,13 +138,13 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// Every file of an output but the journal, the lock and the leases, by relative path (a
-/// tombstone or stray temp file counts: it is a leftover).
+/// Every file of an output but the journal, the lock, the leases and `profile.json` (timings),
+/// by relative path (a tombstone or stray temp file counts: it is a leftover).
 pub fn outputs(out: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     let mut t = tree(out);
     t.retain(|p, _| {
         let top = p.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
-        !matches!(top.as_str(), ".slabflow" | ".slabflow.lock" | ".slabflow.leases")
+        !matches!(top.as_str(), ".slabflow" | ".slabflow.lock" | ".slabflow.leases" | "profile.json")
     });
     t
 }
