@@ -22,5 +22,10 @@ pub mod stages;
 pub mod synth;
 pub mod zarr;
 
+// What the library's public types are made of, for its users: `ndarray` (slab views of
+// custom stages) and `toml` (their `[[stages]]` tables), at the versions slabflow uses.
+pub use ndarray;
+pub use toml;
+
 /// The pipeline `slabflow demo` runs (`pipelines/demo.toml`, embedded).
 pub const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");

@@ -237,6 +237,9 @@ pub enum CaseEnd {
         z: usize,
         nz: usize,
     },
+    /// Stopped on request without a slab checkpoint (a custom stage keeps none): what it wrote
+    /// is to be removed, and the case redone from its first slice.
+    Stopped,
 }
 
 /// Counts input writes still running, so a slab checkpoint waits for those before it.
@@ -440,6 +443,7 @@ pub fn process_case(
     let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
     let mut result = empty(p);
     let mut paused = None;
+    let mut stopped = false;
     std::thread::scope(|s| -> Result<(), String> {
         let read = &read;
         let reader = s.spawn(move || -> Result<(Vec<Option<u64>>, [Duration; 2]), String> {
@@ -536,7 +540,7 @@ pub fn process_case(
                 if z < nz && stop && !checkpoints {
                     // A custom stage keeps no slab checkpoint: the case stops here and is redone
                     // from its first slice by the next run.
-                    paused = Some(0);
+                    stopped = true;
                     break;
                 }
                 if z < nz
@@ -574,7 +578,7 @@ pub fn process_case(
             drop(rx);
         });
         drop(recycle_tx);
-        if failed.lock().unwrap().is_none() && paused.is_none() {
+        if failed.lock().unwrap().is_none() && paused.is_none() && !stopped {
             for (stage, busy) in stages.iter_mut().zip(&mut stage_busy) {
                 let t = Instant::now();
                 let r = stage.finish(&mut result);
@@ -606,6 +610,7 @@ pub fn process_case(
     })?;
     report.inputs = stamps;
     Ok(match paused {
+        _ if stopped => CaseEnd::Stopped,
         Some(z) => CaseEnd::Paused { z, nz },
         None => CaseEnd::Done(report, result),
     })

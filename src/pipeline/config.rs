@@ -367,7 +367,7 @@ impl Pipeline {
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_string();
     match e.span() {
-        Some(span) => format!("line {}: {msg}", text[..span.start.min(text.len())].lines().count().max(1)),
+        Some(span) => format!("line {}: {msg}", text[..span.start.min(text.len())].matches('\n').count() + 1),
         None => msg,
     }
 }
@@ -401,36 +401,29 @@ fn section<T: serde::de::DeserializeOwned>(
         ));
         known.remove(key);
     }
-    // serde stops at the first bad value and does not say whose it is: find the key whose
-    // removal makes that error go, report it, and go on without it, until the rest reads.
+    // serde stops at the first bad value and does not say whose it is. A key read alone
+    // fails on its own value (the others are then only missing): those keys are reported,
+    // each with its line, and the rest is read without them.
     let read =
         |t: &toml::Table| T::deserialize(toml::Value::Table(t.clone())).map_err(|e| e.message().trim().to_string());
-    let mut bad = false;
-    loop {
-        match read(&known) {
-            Ok(t) => return (!bad).then_some(t),
-            Err(msg) => {
-                bad = true;
-                let culprit = known.keys().find(|k| {
-                    let mut without = known.clone();
-                    without.remove(*k);
-                    read(&without).map_or_else(|m| m != msg, |_| true)
-                });
-                match culprit.cloned() {
-                    Some(k) if !msg.contains(&format!("missing field `{k}`")) => {
-                        problems.push(format!("{}{name}.{k}: {msg}", lines.at(Some(name), &k)));
-                        known.remove(&k);
-                    }
-                    // A required key reported above as unreadable is not missing as well.
-                    _ if table.keys().any(|k| !known.contains_key(k) && msg == format!("missing field `{k}`")) => {
-                        return None;
-                    }
-                    _ => {
-                        problems.push(format!("{}[{name}]: {msg}", lines.at(None, name)));
-                        return None;
-                    }
-                }
-            }
+    let bad: Vec<(String, String)> = known
+        .iter()
+        .filter_map(|(k, v)| {
+            let alone: toml::Table = [(k.clone(), v.clone())].into_iter().collect();
+            read(&alone).err().filter(|m| !m.starts_with("missing field")).map(|m| (k.clone(), m))
+        })
+        .collect();
+    for (k, msg) in &bad {
+        problems.push(format!("{}{name}.{k}: {msg}", lines.at(Some(name), k)));
+        known.remove(k);
+    }
+    match read(&known) {
+        Ok(t) => Some(t),
+        // A required key reported above as unreadable is not missing as well.
+        Err(msg) if bad.iter().any(|(k, _)| msg == format!("missing field `{k}`")) => None,
+        Err(msg) => {
+            problems.push(format!("{}[{name}]: {msg}", lines.at(None, name)));
+            None
         }
     }
 }
@@ -441,22 +434,31 @@ struct Lines<'a>(&'a str);
 impl Lines<'_> {
     /// The line of `key` in `[section]` (or at the top, before any section).
     fn at(&self, section: Option<&str>, key: &str) -> String {
+        let found = self.find(section, key);
+        // A key in an inline table or a dotted key: the line of its section, at least.
+        let found = found.or_else(|| section.and_then(|s| self.find(None, s)));
+        found.map(|n| format!("line {n}: ")).unwrap_or_default()
+    }
+
+    /// The 1-based line of `key` in `[section]`.
+    fn find(&self, section: Option<&str>, key: &str) -> Option<usize> {
         let mut current: Option<String> = None;
         for (n, line) in self.0.lines().enumerate() {
             let t = line.trim();
             if t.starts_with('[') {
-                current = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+                let header = t.split('#').next().unwrap_or("").trim();
+                current = Some(header.trim_matches(|c| c == '[' || c == ']').trim().to_string());
                 if section.is_none() && current.as_deref() == Some(key) {
-                    return format!("line {}: ", n + 1);
+                    return Some(n + 1);
                 }
                 continue;
             }
             let is_key = t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='));
             if is_key && current.as_deref() == section {
-                return format!("line {}: ", n + 1);
+                return Some(n + 1);
             }
         }
-        String::new()
+        None
     }
 
     /// Puts the line of `[[stages]]` number i before each problem that starts "stages[i]".
@@ -465,7 +467,7 @@ impl Lines<'_> {
             .0
             .lines()
             .enumerate()
-            .filter(|(_, l)| l.trim().trim_end_matches(|c: char| c != ']').replace(' ', "") == "[[stages]]")
+            .filter(|(_, l)| l.split('#').next().unwrap_or("").replace(' ', "").trim() == "[[stages]]")
             .map(|(n, _)| n + 1)
             .collect();
         problems
@@ -591,6 +593,22 @@ budget = 2.0
             all.contains("line 3: input.ct: invalid type") && all.contains("line 4: stages[0]: unknown kind"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn lines_survive_comments_and_like_errors_and_stage_numbers_are_the_file_s() {
+        let text = "version = 1\n[input] # the corpus\nct = \"{case}/ct.nii.gz\"\nlabel = 1\nrevised = 2\n[output]\ndir = \"o\"\nlevel = \"x\"\n[[stages]]\nkind = \"teleport\"\n[[stages]]\nkind = \"attention\"\nmode = \"nope\"\n[[stages]]\nkind = \"rank\"\n";
+        let all = Pipeline::parse(Path::new("p.toml"), text, &Overrides::default()).unwrap_err().to_string();
+        for needle in
+            ["line 4: input.label: invalid type", "line 5: input.revised: invalid type", "line 8: output.level"]
+        {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(!all.contains("output.dir is missing"), "a bad key does not lose the section's others:\n{all}");
+        assert!(!all.contains("add an \"attention\" stage"), "its maker is written, with problems of its own:\n{all}");
+        let text = "version = 1\n[input]\nct = \"{case}/ct.nii.gz\"\n[output]\ndir = \"o\"\n[[stages]]\nkind = \"teleport\"\n[[stages]]\nkind = \"rank\"\n";
+        let all = Pipeline::parse(Path::new("p.toml"), text, &Overrides::default()).unwrap_err().to_string();
+        assert!(all.contains("line 8: stages[1] (rank) needs per-case attention sizes"), "{all}");
     }
 
     #[test]

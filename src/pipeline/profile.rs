@@ -43,11 +43,14 @@ impl NodeTimes {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Profile {
     pub nodes: Vec<NodeTimes>,
+    /// Cases the figures cover.
+    pub cases: usize,
 }
 
 impl Profile {
     /// Adds one case's figures.
     pub fn add(&mut self, case: &[NodeTimes]) {
+        self.cases += 1;
         for n in case {
             match self.nodes.iter_mut().find(|m| m.name == n.name) {
                 Some(m) => {
@@ -67,10 +70,25 @@ impl Profile {
     }
 
     /// The node that bounds the run, and why: `read` when the stages waited for it more than
-    /// it waited for them; otherwise the stage busiest on the stages' thread.
+    /// it waited for them; `convert` when its compression, spread over the rayon pool, takes
+    /// longer than the stages' thread is busy; otherwise the stage busiest on the stages'
+    /// thread.
     pub fn bound(&self) -> Option<(String, String)> {
         let read = self.node("read")?;
         let stages: Vec<&NodeTimes> = self.nodes.iter().filter(|n| n.name != "read" && n.name != "convert").collect();
+        let threads = rayon::current_num_threads().max(1) as f64;
+        let on_thread: f64 = stages.iter().map(|s| s.busy_s).sum();
+        if let Some(convert) = self.node("convert")
+            && convert.busy_s / threads > on_thread.max(read.busy_s)
+        {
+            return Some((
+                "convert".into(),
+                format!(
+                    "compressing took {:.1} s over {threads} threads, the stages' thread {on_thread:.1} s",
+                    convert.busy_s
+                ),
+            ));
+        }
         let waited = stages.first().map_or(0.0, |s| s.waiting_for_input_s);
         if stages.is_empty() || waited > read.blocked_on_output_s {
             return Some((
@@ -108,7 +126,7 @@ impl Profile {
     }
 
     /// `profile.json` in `out`: the figures, the wall time, and the bounding node.
-    pub fn write(&self, out: &Path, wall: Duration, cases: usize) -> std::io::Result<()> {
+    pub fn write(&self, out: &Path, wall: Duration) -> std::io::Result<()> {
         #[derive(Serialize)]
         struct File<'a> {
             wall_s: f64,
@@ -118,7 +136,7 @@ impl Profile {
             nodes: &'a [NodeTimes],
         }
         let (bound_by, why) = self.bound().unzip();
-        let f = File { wall_s: wall.as_secs_f64(), cases, bound_by, why, nodes: &self.nodes };
+        let f = File { wall_s: wall.as_secs_f64(), cases: self.cases, bound_by, why, nodes: &self.nodes };
         let bytes = serde_json::to_vec_pretty(&f).expect("serialisable");
         crate::files::durable::write_atomic(&out.join("profile.json"), &bytes)
     }

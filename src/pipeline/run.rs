@@ -284,6 +284,22 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                             }
                             continue;
                         }
+                        Ok(CaseEnd::Stopped) => {
+                            // Nothing to resume from: no record may name what it wrote, which
+                            // goes; the next run computes the case whole.
+                            paused.fetch_add(1, Ordering::Relaxed);
+                            let unnamed = if standing.is_some() { journal.forget(&c.id).is_ok() } else { true };
+                            if unnamed && journal.clear_slab(&c.id).is_ok() {
+                                for path in case_outputs(out, &c.id) {
+                                    let _ = remove_path(&path);
+                                }
+                            }
+                            if finished_before {
+                                gone.lock().unwrap().push(c.id.clone());
+                            }
+                            progress.case_stopped(c);
+                            continue;
+                        }
                         Err(e) => Err(e),
                     };
                     let outcome = match &r {
@@ -361,10 +377,12 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let succeeded = succeeded.len();
     let left = cases.len() - succeeded - failures.len();
     let profile = profile.into_inner().unwrap();
-    if opts.shard.is_none() && !profile.nodes.is_empty() {
-        profile
-            .write(out, start.elapsed(), todo.len())
-            .map_err(|source| RunError::Io { path: out.join("profile.json"), source })?;
+    if opts.shard.is_none() {
+        // This run's figures; a run that computed nothing leaves none (an older one would be
+        // another run's).
+        let path = out.join("profile.json");
+        let written = if profile.nodes.is_empty() { remove_path(&path) } else { profile.write(out, start.elapsed()) };
+        written.map_err(|source| RunError::Io { path, source })?;
     }
     Ok(RunSummary {
         output: out.clone(),
@@ -463,6 +481,14 @@ impl Progress {
         match &self.bar {
             Some(b) => b.suspend(|| tracing::info!(case = %c.id, z, nz, "{msg}")),
             None => tracing::info!(case = %c.id, z, nz, "{msg}"),
+        }
+    }
+
+    fn case_stopped(&self, c: &Case) {
+        let msg = "Case stopped (its pipeline has a custom stage, which keeps no slab checkpoint); the next run redoes it from its first slice.";
+        match &self.bar {
+            Some(b) => b.suspend(|| tracing::info!(case = %c.id, "{msg}")),
+            None => tracing::info!(case = %c.id, "{msg}"),
         }
     }
 

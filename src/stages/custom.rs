@@ -83,8 +83,8 @@ pub trait StageFactory: Send + Sync + 'static {
     }
     /// Its work on one case.
     fn start(&self, table: &toml::Table, case: &CaseInfo) -> Result<Box<dyn CustomStage>, String>;
-    /// Bytes it holds while a case streams, for the memory budget (`shape`: the case's,
-    /// `depth`: slices per slab).
+    /// Bytes it holds while a case streams, for the memory budget (`shape`: the case's voxels
+    /// along x, y, z, as [`CaseInfo::shape`]; `depth`: slices per slab).
     fn memory(&self, _shape: [usize; 3], _depth: usize) -> u64 {
         0
     }
@@ -92,6 +92,11 @@ pub trait StageFactory: Send + Sync + 'static {
     /// finished case's [`CustomStage::finish`], cases in id order.
     fn table(&self) -> Option<(&'static str, Vec<String>)> {
         None
+    }
+    /// Its version: part of what makes a stage "the same" for reruns, with its table as
+    /// written (change it when a fix changes what the stage computes, and every case reruns it).
+    fn version(&self) -> &'static str {
+        "1"
     }
 }
 
@@ -106,22 +111,37 @@ pub trait CustomStage: Send {
 /// The custom stage kinds a pipeline may use, beside slabflow's own.
 #[derive(Clone, Default)]
 pub struct Registry {
-    kinds: Vec<Arc<dyn StageFactory>>,
+    kinds: Vec<(Arc<dyn StageFactory>, &'static StageKind)>,
 }
 
 impl Registry {
     /// Adds a kind.
+    ///
+    /// # Panics
+    /// If its name is one of slabflow's kinds, another kind's of this registry, or a node of
+    /// the engine (`read`, `convert`): a pipeline file could not tell them apart.
     pub fn with(mut self, kind: impl StageFactory) -> Registry {
-        self.kinds.push(Arc::new(kind));
+        let name = kind.kind();
+        let taken = super::REGISTRY.iter().any(|k| k.kind == name) || self.get(name).is_some();
+        assert!(
+            !taken && !["read", "convert"].contains(&name),
+            "a custom stage kind cannot be named \"{name}\": slabflow or this registry has a kind or node of that name"
+        );
+        let entry = kind_entry(&kind);
+        self.kinds.push((Arc::new(kind), entry));
         self
     }
 
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn StageFactory>> {
-        self.kinds.iter().find(|k| k.kind() == kind)
+        self.kinds.iter().find(|(k, _)| k.kind() == kind).map(|(k, _)| k)
+    }
+
+    fn entry(&self, kind: &str) -> Option<&'static StageKind> {
+        self.kinds.iter().find(|(k, _)| k.kind() == kind).map(|(_, e)| *e)
     }
 
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.kinds.iter().map(|k| k.kind())
+        self.kinds.iter().map(|(k, _)| k.kind())
     }
 }
 
@@ -136,7 +156,8 @@ pub struct CustomConfig {
 
 impl fmt::Debug for CustomConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Custom {{ kind: {:?}, table: {} }}", self.factory.kind(), self.table)
+        let (kind, version) = (self.factory.kind(), self.factory.version());
+        write!(f, "Custom {{ kind: {kind:?}, version: {version:?}, table: {} }}", self.table)
     }
 }
 
@@ -150,14 +171,10 @@ fn not_in_registry(_: &toml::Table, _: &InputConfig) -> Result<super::StageConfi
     Err(vec!["a custom kind is built through its Registry".into()])
 }
 
-/// The [`StageKind`] entry of a custom kind (made once per kind and process, and kept).
+/// The [`StageKind`] entry of a custom kind (made when it is registered, and kept for the
+/// process: a few hundred bytes).
 fn kind_entry(f: &dyn StageFactory) -> &'static StageKind {
-    static KINDS: std::sync::Mutex<Vec<&'static StageKind>> = std::sync::Mutex::new(Vec::new());
-    let mut kinds = KINDS.lock().unwrap();
-    if let Some(k) = kinds.iter().find(|k| k.kind == f.kind()) {
-        return k;
-    }
-    let k: &'static StageKind = Box::leak(Box::new(StageKind {
+    Box::leak(Box::new(StageKind {
         kind: f.kind(),
         summary: f.summary(),
         params: &[],
@@ -167,25 +184,27 @@ fn kind_entry(f: &dyn StageFactory) -> &'static StageKind {
         needs: &[],
         makes: &[],
         build: not_in_registry,
-    }));
-    kinds.push(k);
-    k
+    }))
 }
 
 impl CustomConfig {
-    /// The custom stage of `table` (with its `kind`), or its problems.
+    /// The custom stage of `table` (with its `kind`) from `registry`, or its problems.
     pub fn build(
-        factory: &Arc<dyn StageFactory>,
+        registry: &Registry,
+        kind: &str,
         table: &toml::Table,
         input: &InputConfig,
     ) -> Result<Self, Vec<String>> {
+        let (Some(factory), Some(entry)) = (registry.get(kind), registry.entry(kind)) else {
+            return Err(vec![format!("\"{kind}\" is not in the registry")]);
+        };
         let mut t = table.clone();
         t.remove("kind");
         let problems = factory.check(&t, input);
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(CustomConfig { factory: factory.clone(), table: t, kind: kind_entry(factory.as_ref()) })
+        Ok(CustomConfig { factory: factory.clone(), table: t, kind: entry })
     }
 
     pub(super) fn start(&self, ctx: &super::CaseContext) -> Result<Box<dyn SlabStage>, String> {

@@ -33,12 +33,16 @@ pub fn edges(stages: &[StageConfig]) -> Vec<Edge> {
 }
 
 /// Every problem of the graph: a need no stage makes (naming the kinds that would), a cycle.
-pub fn check(stages: &[StageConfig]) -> Vec<String> {
+/// `index`: each stage's `[[stages]]` number, for messages; `written`: every kind the file
+/// names, built or not (a maker whose table has problems of its own is not also missing).
+pub fn check(stages: &[StageConfig], index: &[usize], written: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     let edges = edges(stages);
     for (i, s) in stages.iter().enumerate() {
         for &need in s.kind().needs {
-            if !edges.iter().any(|e| e.to == i && e.carries == need) {
+            let maker_written = REGISTRY.iter().any(|k| k.makes.contains(&need) && written.iter().any(|w| w == k.kind));
+            if !edges.iter().any(|e| e.to == i && e.carries == need) && !maker_written {
+                let i = index.get(i).copied().unwrap_or(i);
                 let makers: Vec<String> =
                     REGISTRY.iter().filter(|k| k.makes.contains(&need)).map(|k| format!("\"{}\"", k.kind)).collect();
                 problems.push(format!(

@@ -127,15 +127,18 @@ pub fn build_all(
     problems: &mut Vec<String>,
 ) -> Vec<StageConfig> {
     let mut out = Vec::new();
+    // For the graph: each built stage's table index, and every kind written (built or not).
+    let (mut index, mut written) = (Vec::new(), Vec::new());
     let kinds = || REGISTRY.iter().map(|k| k.kind).chain(custom.kinds()).collect::<Vec<_>>().join(", ");
     for (i, table) in tables.iter().enumerate() {
         let Some(kind) = table.get("kind").and_then(|k| k.as_str()) else {
             problems.push(format!("stages[{i}]: missing `kind`; kinds are {}", kinds()));
             continue;
         };
+        written.push(kind.to_string());
         let built = match (REGISTRY.iter().find(|k| k.kind == kind), custom.get(kind)) {
             (Some(k), _) => (k.build)(table, input),
-            (None, Some(f)) => custom::CustomConfig::build(f, table, input).map(StageConfig::Custom),
+            (None, Some(_)) => custom::CustomConfig::build(custom, kind, table, input).map(StageConfig::Custom),
             (None, None) => {
                 problems.push(format!("stages[{i}]: unknown kind \"{kind}\"; kinds are {}", kinds()));
                 continue;
@@ -146,12 +149,13 @@ pub fn build_all(
                 if out.iter().any(|o: &StageConfig| o.kind().kind == kind) {
                     problems.push(format!("stages[{i}]: a second \"{kind}\" stage; each kind runs at most once"));
                 }
-                out.push(c)
+                out.push(c);
+                index.push(i);
             }
             Err(es) => problems.extend(es.into_iter().map(|e| format!("stages[{i}] ({kind}): {e}"))),
         }
     }
-    problems.extend(graph::check(&out));
+    problems.extend(graph::check(&out, &index, &written));
     out
 }
 
