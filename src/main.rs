@@ -411,14 +411,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { output } => {
             let discover = |m: &slabflow::checkpoint::Manifest| {
-                let overrides = Overrides {
-                    input: Some(m.fingerprint.input.clone()),
-                    output: Some(output.clone()),
-                    memory_limit: None,
-                    ..Default::default()
-                };
-                let saved = slabflow::checkpoint::Manifest::path(&output);
-                Pipeline::parse(&saved, &m.pipeline_text, &overrides)
+                Pipeline::saved_in(m, &output)
                     .ok()
                     .and_then(|p| slabflow::input::discover(&p.input).ok())
                     .map(|cases| cases.len())
@@ -468,15 +461,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let saved = slabflow::checkpoint::Manifest::read(&output).ok().flatten();
             let plans: Vec<(String, slabflow::pipeline::dry_run::DryRun)> = saved
                 .and_then(|m| {
-                    let overrides = Overrides {
-                        input: Some(m.fingerprint.input.clone()),
-                        output: Some(output.clone()),
-                        memory_limit: None,
-                        ..Default::default()
-                    };
-                    let p =
-                        Pipeline::parse(&slabflow::checkpoint::Manifest::path(&output), &m.pipeline_text, &overrides)
-                            .ok()?;
+                    let p = Pipeline::saved_in(&m, &output).ok()?;
                     let runs: Vec<(String, Option<Shard>)> = match &m.split {
                         None => vec![("next run".into(), None)],
                         Some(split) => (0..split.shards)

@@ -139,6 +139,13 @@ impl World {
         a
     }
 
+    /// [`World::run`] with another pipeline file.
+    fn run_pipeline(&self, pipeline: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+        let mut a = self.run(out, extra);
+        a[1] = pipeline.to_str().unwrap().to_string();
+        a
+    }
+
     fn merge(&self, out: &Path) -> Vec<String> {
         vec!["merge".into(), "--output".into(), out.to_str().unwrap().into()]
     }
@@ -274,11 +281,7 @@ fn a_killed_recovery_of_a_killed_fresh_still_discards_everything() {
     let w = World::with(false);
     let with_exports = w.dir.join("exports.toml");
     std::fs::write(&with_exports, World::text(true)).unwrap();
-    let run_with_exports = |o: &Path| {
-        let mut a = w.run(o, &[]);
-        a[1] = with_exports.to_str().unwrap().to_string();
-        a
-    };
+    let run_with_exports = |o: &Path| w.run_pipeline(&with_exports, o, &[]);
     let setup = |o: &Path| {
         assert!(plain(&run_with_exports(o)).status.success());
         let (r, _) = traced(&w.run(o, &["--fresh"]), Ok(Fault { classes: "d", at: 20, errno: None }));
@@ -299,9 +302,7 @@ fn a_killed_rerun_of_changed_stages_reruns_to_a_clean_runs_outputs() {
         .replace("kind = \"metrics\"", "kind = \"metrics\"\nnsd_tolerance_mm = 2.0");
     std::fs::write(&before, text).unwrap();
     let setup = |o: &Path| {
-        let mut a = w.run(o, &[]);
-        a[1] = before.to_str().unwrap().to_string();
-        let r = plain(&a);
+        let r = plain(&w.run_pipeline(&before, o, &[]));
         assert!(r.status.success(), "{}", util::stderr(&r));
     };
     w.scenario("stages", &setup, &|o| w.run(o, &[]), &[&|o| w.run(o, &[])], None);
@@ -322,9 +323,7 @@ fn a_killed_rerun_that_drops_a_stage_an_export_and_a_file_reruns_to_a_clean_runs
     let setup = |o: &Path| {
         std::fs::create_dir_all(revised.parent().unwrap()).unwrap();
         std::fs::copy(&label, &revised).unwrap();
-        let mut a = w.run(o, &[]);
-        a[1] = before.to_str().unwrap().to_string();
-        let r = plain(&a);
+        let r = plain(&w.run_pipeline(&before, o, &[]));
         assert!(r.status.success(), "{}", util::stderr(&r));
         assert!(o.join("release").read_dir().unwrap().next().is_some() && o.join("evaluation.csv").is_file());
         std::fs::remove_file(&revised).unwrap();

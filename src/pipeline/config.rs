@@ -143,7 +143,7 @@ impl Pipeline {
 
     /// The manifest a run of this pipeline wants (`split`: a sharded run's).
     pub fn manifest(&self, split: Option<crate::checkpoint::Split>) -> crate::checkpoint::Manifest {
-        let stages: String = self.stages.iter().map(|s| format!("{}@{};", s.kind().kind, s.digest())).collect();
+        let stages = self.stages.iter().map(|s| s.id()).collect::<Vec<_>>().join(";");
         let stages = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(stages.as_bytes()));
         crate::checkpoint::Manifest::new(&self.text, &self.base_digest(), &stages, &self.input.root, split)
     }
@@ -159,6 +159,14 @@ impl Pipeline {
         let text = std::fs::read_to_string(file)
             .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![format!("cannot read the file: {e}")] })?;
         Pipeline::parse_with(file, &text, overrides, custom)
+    }
+
+    /// The pipeline an output's manifest saved, over the corpus and into the output it names
+    /// (what `merge`, `status` and a rerun's comparison read).
+    pub fn saved_in(m: &crate::checkpoint::Manifest, out: &Path) -> Result<Pipeline, ConfigError> {
+        let overrides =
+            Overrides { input: Some(m.fingerprint.input.clone()), output: Some(out.to_owned()), ..Default::default() };
+        Pipeline::parse(&crate::checkpoint::Manifest::path(out), &m.pipeline_text, &overrides)
     }
 
     /// Validates the text of a pipeline file (`file`: its name, for messages).

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::checkpoint::{CaseRecord, Journal, Manifest, Outcome, Split};
 use crate::input;
-use crate::pipeline::config::{Overrides, Pipeline};
+use crate::pipeline::config::Pipeline;
 use crate::pipeline::rerun::{self, Work};
 use crate::pipeline::run::{RunError, RunOptions};
 
@@ -92,13 +92,7 @@ pub fn dry_run(p: &Pipeline, opts: &RunOptions) -> Result<DryRun, RunError> {
     }
     let m = manifest.expect("matched above");
     if m.stages_changed(&want) {
-        let overrides = Overrides {
-            input: Some(p.input.root.clone()),
-            output: Some(out.clone()),
-            memory_limit: None,
-            ..Default::default()
-        };
-        let before = Pipeline::parse(&p.file, &m.pipeline_text, &overrides).ok();
+        let before = Pipeline::saved_in(&m, out).ok();
         plan.stages = rerun::describe_stages(p, before.as_ref());
     }
     let journal = Journal::at(Journal::dir_of(out, opts.shard), &m.run_id);

@@ -239,8 +239,7 @@ impl Partial {
     /// What identifies this part in a slab checkpoint: the stages rerun, with their
     /// parameters, and the groups converted (a checkpoint of another part does not resume it).
     pub fn scope(&self, p: &Pipeline) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.stages.iter().map(|&i| format!("{}@{}", p.stages[i].kind().kind, p.stages[i].digest())).collect();
+        let mut v: Vec<String> = self.stages.iter().map(|&i| p.stages[i].id()).collect();
         v.extend(self.convert.iter().cloned());
         v
     }
@@ -248,7 +247,7 @@ impl Partial {
 
 /// What identifies a whole case's run in a slab checkpoint: its stages, with their parameters.
 pub fn whole_scope(p: &Pipeline) -> Vec<String> {
-    stage_digests(p).into_iter().map(|(k, d)| format!("{k}@{d}")).collect()
+    p.stages.iter().filter(|s| s.kind().per_case).map(|s| s.id()).collect()
 }
 
 /// A kept case's record with the stamps of files touched since (same content).

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use crate::checkpoint::Shard;
-use crate::checkpoint::{CaseRecord, Journal, Manifest, describe_cases};
-use crate::pipeline::config::{Overrides, Pipeline};
+use crate::checkpoint::{CaseRecord, Journal, describe_cases};
+use crate::pipeline::config::Pipeline;
 use crate::pipeline::report;
 use crate::pipeline::run::RunError;
 use crate::pipeline::start;
@@ -40,14 +40,7 @@ pub fn merge(out: &Path) -> Result<MergeSummary, RunError> {
     let (_lock, manifest) = start::start_merge(out)?;
     let split = manifest.split.as_ref().expect("start_merge checks");
     let count = split.shards;
-    let overrides = Overrides {
-        input: Some(manifest.fingerprint.input.clone()),
-        output: Some(out.to_owned()),
-        memory_limit: None,
-        ..Default::default()
-    };
-    let saved = Manifest::path(out);
-    let p = Pipeline::parse(&saved, &manifest.pipeline_text, &overrides).map_err(|e| refuse(e.to_string()))?;
+    let p = Pipeline::saved_in(&manifest, out).map_err(|e| refuse(e.to_string()))?;
 
     // The corpus now must be the one the shards split.
     let discovered = crate::input::discover(&p.input).map_err(|e| {

@@ -217,8 +217,6 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
                     // Another pipeline text on a single-node output (held alone): the one the
                     // output now follows, before any case is rerun under it.
                     let m = there.replace(&want, out)?;
-                    let saved = out.join(Journal::DIR).join("pipeline.toml");
-                    write_atomic(&saved, m.pipeline_text.as_bytes()).map_err(io(&saved))?;
                     if there.stages_changed(&want) {
                         tracing::info!(
                             "The pipeline's stages changed since the earlier run; what they change is recomputed ({}).",
@@ -248,9 +246,9 @@ pub fn start(p: &Pipeline, fresh: bool, shard: Option<Shard>, cases: Vec<Case>) 
         let journal = Journal::open(dir, &manifest.run_id)?;
         sweep_temp_files(out).map_err(io(out))?;
         let saved = out.join(Journal::DIR).join("pipeline.toml");
-        if !saved.is_file() {
+        if std::fs::read(&saved).ok().as_deref() != Some(manifest.pipeline_text.as_bytes()) {
             // The pipeline's text for people, beside the manifest that holds it (written here,
-            // after the manifest, by whichever run finds it missing).
+            // after the manifest, by whichever run finds it missing or older).
             write_atomic(&saved, manifest.pipeline_text.as_bytes()).map_err(io(&saved))?;
         }
         return Ok(Started { lock: held, manifest, journal, cases: mine });

@@ -302,33 +302,12 @@ impl CaseResult {
 
     /// Forgets what stage `kind` computed (its outputs are about to be redone, or are gone).
     pub fn forget(&mut self, kind: &str) {
-        if kind == "attention" {
-            self.attention_size = None;
-        }
-        self.custom.remove(kind);
-        for row in &mut self.classes {
-            match kind {
-                "attention" => {
-                    row.attention_sum = None;
-                    row.inconsistency_sum = None;
-                    row.uncertainty_sum = None;
-                    row.overlap_voxels = None;
-                }
-                "metrics" => {
-                    row.volume_ml = None;
-                    row.dice = None;
-                    row.nsd = None;
-                    row.model_volume_ml.clear();
-                    row.model_agreement.clear();
-                }
-                "assemble" => row.assembly = None,
-                "evaluate" => row.evaluation = None,
-                _ => {}
-            }
-            // Both attention and metrics count the consensus; whichever reruns counts it again.
-            if matches!(kind, "attention" | "metrics") {
-                row.consensus_voxels = None;
-            }
+        let empty = CaseResult { classes: vec![ClassRow::default(); self.classes.len()], ..Default::default() };
+        self.adopt(kind, &empty);
+        // Both attention and metrics count the consensus (adopt keeps a count it is not given);
+        // whichever reruns counts it again.
+        if matches!(kind, "attention" | "metrics") {
+            self.classes.iter_mut().for_each(|row| row.consensus_voxels = None);
         }
     }
 }
@@ -410,6 +389,11 @@ impl StageConfig {
     /// xxh3-64 of the validated configuration, in hex.
     pub fn digest(&self) -> String {
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{self:?}").as_bytes()))
+    }
+
+    /// `kind@digest`: the stage, as slab checkpoints and the manifest name it.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.kind().kind, self.digest())
     }
 
     /// The runtime stage for one case; `None` for corpus-level stages (rank).

@@ -246,22 +246,20 @@ pub fn export(
 /// Removes the folders of cases no longer flagged (an earlier ranking, before failed cases
 /// were redone), once `worklist.csv` (`rows`) is written: review/ holds exactly what it names.
 pub fn remove_unlisted(out: &Path, rows: &[Vec<String>]) -> Result<(), String> {
-    let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !rows.iter().skip(1).any(|r| r[1] == name) {
-            crate::files::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
-        }
-    }
-    Ok(())
+    remove_where(out, |name, _| !rows.iter().skip(1).any(|r| r[1] == name))
 }
 
 /// Removes every case folder slabflow exported to review/ (those holding a `.source`), for a
 /// pipeline that no longer reviews; anything else there is left alone.
 pub fn remove_exports(out: &Path) -> Result<(), String> {
+    remove_where(out, |name, path| path.join(".source").is_file() || name.ends_with(".partial"))
+}
+
+/// Removes the entries of review/ for which `gone(name, path)` holds.
+fn remove_where(out: &Path, gone: impl Fn(&str, &Path) -> bool) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
     for e in entries.flatten() {
-        if e.path().join(".source").is_file() || e.file_name().to_string_lossy().ends_with(".partial") {
+        if gone(&e.file_name().to_string_lossy(), &e.path()) {
             crate::files::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
         }
     }
