@@ -117,13 +117,14 @@ impl Fixture {
             layout: &layout,
             ct_header: &self.ct,
             zarr: &self.opts,
+            paper_above: None,
         };
         g.throughput(Throughput::Bytes(prediction_bytes(float)));
         g.bench_function(id, |b| {
             b.iter_batched(
                 || start(&ctx),
                 |mut stage| {
-                    let slab = CaseSlab { z0: 0, nz: DEPTH, volumes: &vols, layout: &layout };
+                    let slab = CaseSlab::new(0, DEPTH, &vols, &layout);
                     stage.process(black_box(&slab)).unwrap();
                     stage
                 },

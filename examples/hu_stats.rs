@@ -69,8 +69,16 @@ impl StageFactory for HuStats {
     }
 
     fn memory(&self, shape: [usize; 3], depth: usize) -> u64 {
-        // A slab of HU (f64) and of one consensus mask.
-        (shape[0] * shape[1] * depth * 9) as u64
+        // A slab of HU (f64); the consensus masks are the engine's, shared.
+        (shape[0] * shape[1] * depth * 8) as u64
+    }
+
+    fn wants_consensus(&self) -> bool {
+        true
+    }
+
+    fn checkpoints(&self) -> bool {
+        true
     }
 
     fn table(&self) -> Option<(&'static str, Vec<String>)> {
@@ -115,9 +123,39 @@ impl CustomStage for HuStatsCase {
             .collect();
         Ok(rows)
     }
+
+    /// The sums so far: per class, n and the four f64, little-endian (f64 bit for bit).
+    fn save(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.classes.len() * 40);
+        for s in &self.classes {
+            out.extend(s.n.to_le_bytes());
+            for v in [s.sum, s.sq, s.min, s.max] {
+                out.extend(v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.len() != self.classes.len() * 40 {
+            return Err(format!("a state of {} bytes for {} classes", state.len(), self.classes.len()));
+        }
+        let word = |b: &[u8]| <[u8; 8]>::try_from(b).expect("8 bytes");
+        for (s, b) in self.classes.iter_mut().zip(state.chunks(40)) {
+            s.n = u64::from_le_bytes(word(&b[..8]));
+            let f: Vec<f64> = b[8..].chunks(8).map(|c| f64::from_le_bytes(word(c))).collect();
+            (s.sum, s.sq, s.min, s.max) = (f[0], f[1], f[2], f[3]);
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
+    // slabflow reports through `tracing`: its messages, filtered by RUST_LOG (warnings by
+    // default), to stderr.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(PathBuf::from);
     let Some(pipeline) = args.first().filter(|a| !a.starts_with("--")) else {

@@ -370,7 +370,7 @@ fn plan_prints_the_graph_with_the_memory_the_run_reserves() {
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     for needle in [
         "for BDMAP_00000001, 48×40×20, slabs of 16 slices",
-        "read → attention: slab sets (shared by reference, never copied); bounded channel, capacity 0",
+        "read → attention: slab sets (shared by reference, never copied); bounded channel, capacity 1",
         "attention → rank: per-case attention sizes",
         "writes cases/{case}.zarr/ct_norm",
     ] {
@@ -407,6 +407,16 @@ fn plan_prints_the_graph_with_the_memory_the_run_reserves() {
     let dot = util::slabflow(&["plan", p.to_str().unwrap(), "--format", "dot"]);
     let dot = String::from_utf8_lossy(&dot.stdout).into_owned();
     assert!(dot.starts_with("digraph slabflow {") && dot.contains("\"attention\" -> \"rank\""), "{dot}");
+    // Beside evaluate, a paper attention stage gives it its attention region per slab.
+    let eval = t.path().join("eval.toml");
+    std::fs::write(&eval, format!("{}\n[[stages]]\nkind = \"evaluate\"\n", std::fs::read_to_string(&p).unwrap()))
+        .unwrap();
+    let o = util::slabflow(&["plan", eval.to_str().unwrap(), "--input", corpus.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains("attention → evaluate: the paper attention above evaluate's threshold, bit-packed"),
+        "{text}"
+    );
     // A graph problem is reported with the rest.
     let bad = t.path().join("bad.toml");
     let text = std::fs::read_to_string(&p)

@@ -139,10 +139,13 @@ fn evaluation_matches_scipy_components_at_every_slab_depth() {
     let made = util::python_script("reference_evaluation.py", &[Path::new("prepare"), &corpus]);
     assert!(made.starts_with("prepared 3 labels"), "{made}");
     for depth in [1, 3, 64] {
+        // At depths 3 and 64 beside a paper attention stage, which gives evaluate the region
+        // above its threshold; at depth 1 evaluate computes the attention itself.
+        let attention = if depth == 1 { "" } else { "[[stages]]\nkind = \"attention\"\n\n" };
         let p = util::convert_pipeline(
             t.path(),
             &format!(
-                "[runtime]\nslab_depth = {depth}\n\n[[stages]]\nkind = \"evaluate\"\nthreshold = 0.2\nmin_voxels = 3\n"
+                "[runtime]\nslab_depth = {depth}\n\n{attention}[[stages]]\nkind = \"evaluate\"\nthreshold = 0.2\nmin_voxels = 3\n"
             ),
         );
         let out = t.path().join(format!("out{depth}"));
@@ -183,7 +186,7 @@ fn a_custom_stage_from_the_library_api_matches_numpy() {
     util::synth(&corpus, 2, [40, 36, 20]);
     let p = util::convert_pipeline(
         t.path(),
-        "[runtime]\nslab_depth = 6\n[[stages]]\nkind = \"attention\"\n[[stages]]\nkind = \"hu_stats\"\n[[stages]]\nkind = \"rank\"\n",
+        "[runtime]\nslab_depth = 6\n[[stages]]\nkind = \"attention\"\n[[stages]]\nkind = \"hu_stats\"\n[[stages]]\nkind = \"assemble\"\n[[stages]]\nkind = \"rank\"\n",
     );
     let hu = t.path().join("hu.toml");
     std::fs::rename(&p, &hu).unwrap();
@@ -197,14 +200,69 @@ fn a_custom_stage_from_the_library_api_matches_numpy() {
     let table = out.join("hu_stats.csv");
     let said = util::python_script("reference_hu_stats.py", &[&corpus, &table]);
     assert!(said.contains("matches numpy"), "{said}");
-    // The built-in stages beside it are unchanged by it.
+    // hu_stats and assemble both take the consensus of the unlabelled classes: the engine
+    // computed it once, in its consensus node, for both.
+    let profile = std::fs::read_to_string(out.join("profile.json")).unwrap();
+    assert!(profile.contains("\"consensus\""), "{profile}");
+    // The built-in stages beside it are unchanged by it: the same tables and final labels as
+    // without it (where assemble computes the consensus itself).
     let plain = util::convert_pipeline(
         t.path(),
-        "[runtime]\nslab_depth = 6\n[[stages]]\nkind = \"attention\"\n[[stages]]\nkind = \"rank\"\n",
+        "[runtime]\nslab_depth = 6\n[[stages]]\nkind = \"attention\"\n[[stages]]\nkind = \"assemble\"\n[[stages]]\nkind = \"rank\"\n",
     );
     let out2 = t.path().join("plain");
     assert!(util::run(&plain, &corpus, &out2, &[]).status.success());
-    assert_eq!(std::fs::read(out.join("metrics.csv")).unwrap(), std::fs::read(out2.join("metrics.csv")).unwrap());
+    let plain_profile = std::fs::read_to_string(out2.join("profile.json")).unwrap();
+    assert!(!plain_profile.contains("\"consensus\""), "{plain_profile}");
+    for table in ["metrics.csv", "assembly.csv"] {
+        assert_eq!(std::fs::read(out.join(table)).unwrap(), std::fs::read(out2.join(table)).unwrap(), "{table}");
+    }
+    let finals = |o: &Path| {
+        util::tree(o).into_iter().filter(|(p, _)| p.to_string_lossy().contains("/final/")).collect::<Vec<_>>()
+    };
+    assert!(!finals(&out).is_empty());
+    assert_eq!(finals(&out), finals(&out2));
+    // Stopped by SIGTERM mid-case, the custom stage's state goes into the slab checkpoint with
+    // the others', and the resumed run ends with the same table.
+    let long = t.path().join("long");
+    util::synth(&long, 1, [64, 64, 160]);
+    let slow = t.path().join("slow.toml");
+    std::fs::write(
+        &slow,
+        std::fs::read_to_string(&p).unwrap().replace("slab_depth = 6", "slab_depth = 2\ncheckpoint_secs = 0"),
+    )
+    .unwrap();
+    let run = |out: &Path| {
+        std::process::Command::new(&example)
+            .args([slow.to_str().unwrap(), "--input", long.to_str().unwrap(), "--output", out.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let whole = t.path().join("whole");
+    assert!(run(&whole).wait().unwrap().success());
+    let stopped = t.path().join("stopped");
+    let child = run(&stopped);
+    let cases = stopped.join(".slabflow/cases");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let has_checkpoint = || {
+        std::fs::read_dir(&cases).is_ok_and(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "slab")))
+    };
+    while !has_checkpoint() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert!(has_checkpoint(), "no slab checkpoint after SIGTERM: {}", util::stderr(&o));
+    let o = run(&stopped).wait_with_output().unwrap();
+    let err = util::stderr(&o);
+    assert!(o.status.success() && err.contains("Resuming the case at slice"), "{err}");
+    assert_eq!(
+        std::fs::read(stopped.join("hu_stats.csv")).unwrap(),
+        std::fs::read(whole.join("hu_stats.csv")).unwrap()
+    );
     // An unknown parameter of the custom kind is reported with the rest of the file's problems.
     let bad = t.path().join("bad.toml");
     std::fs::write(

@@ -1,10 +1,10 @@
-//! One case as a stream of slabs: every volume of the case is read slab-synchronously on a
-//! reader thread and handed over a bounded channel to the writer, which stores each volume's
-//! slab as one Zarr chunk.
+//! One case as a stream of slabs: its files opened and checked, its memory reserved, its Zarr
+//! group and writers made, its stages started (or restored from a slab checkpoint); then its
+//! slabs stream through the graph of [`super::flow`], and the stages finish.
 //!
 //! Invariants:
-//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (one being read, one in the stages
-//!   and its input writes); buffers are recycled, so a case allocates them once;
+//! - at most [`SLABS_IN_FLIGHT`] slab sets exist at once (one being read, one in the nodes);
+//!   buffers are recycled, so a case allocates them once;
 //! - [`case_memory`] is the bound the budget reserves, computed from the headers alone;
 //! - nothing is written before every file of the case has opened and matched the CT's grid;
 //! - a slab checkpoint at slice z is saved only once every input write and stage output before
@@ -13,11 +13,9 @@
 
 use std::path::Path;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -27,19 +25,12 @@ use crate::input::{Case, InputKind, Role, VolumeRef};
 use crate::nifti::{DataType, Header, VolumeReader, Voxels};
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::config::{Pipeline, human_bytes};
+use crate::pipeline::flow::{self, SLABS_IN_FLIGHT};
 use crate::pipeline::profile::NodeTimes;
 use crate::pipeline::rerun::Partial;
-use crate::stages::{CaseContext, CaseResult, CaseSlab, Layout, ProbDecoder};
+use crate::stages::{CaseContext, CaseResult, Layout, ProbDecoder, StageConfig};
 use crate::with_voxels;
 use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
-
-/// Capacity of the reader → consumer channel: 0, a rendezvous. The reader fills the next slab
-/// set while the current one is processed; nothing waits in between.
-pub const CHANNEL_CAPACITY: usize = 0;
-/// Slab sets alive at once: one being filled by the reader, one in the stages and its input
-/// writes. A third (the writes of one set overlapping the stages of the next) was measured no
-/// faster on full-size cases and cost 130 MiB (benches/README.md).
-pub const SLABS_IN_FLIGHT: usize = 2;
 
 /// What a finished case reports.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +67,9 @@ pub struct CaseMemory {
     pub convert: u64,
     /// What each stage holds, in pipeline order.
     pub stages: Vec<u64>,
+    /// What stages share per slab ([`crate::stages::shared`]): the consensus node's masks and
+    /// the attention region.
+    pub shared: u64,
     /// All of it, and a tenth more for the allocator.
     pub total: u64,
 }
@@ -97,7 +91,9 @@ pub fn case_memory_parts(headers: &[Header], depth: usize, p: &Pipeline) -> Case
         .map(|s| s.memory(headers[0].shape(), headers[0].spacing(), depth, p.input.models.len(), p.input.classes.len()))
         .collect();
     let readers = headers.len() as u64 * READER_BYTES;
-    let heap = SLABS_IN_FLIGHT as u64 * slab_set + convert + readers + stages.iter().sum::<u64>();
+    let all: Vec<&crate::stages::StageConfig> = p.stages.iter().collect();
+    let shared = crate::stages::shared::memory(&all, headers[0].shape(), depth, p.input.classes.len());
+    let heap = SLABS_IN_FLIGHT as u64 * slab_set + convert + readers + stages.iter().sum::<u64>() + shared;
     // What malloc keeps of freed blocks on top: full-size cases of the contract pipeline
     // peaked 5–8 % above the sum (massif and VmHWM, benches/README.md).
     CaseMemory {
@@ -106,13 +102,14 @@ pub fn case_memory_parts(headers: &[Header], depth: usize, p: &Pipeline) -> Case
         readers,
         convert,
         stages,
+        shared,
         total: heap + heap / 10,
     }
 }
 
 /// The memory one case needs while streaming, from its headers: the slab sets in flight, the
 /// gzip readers' buffers, per-thread encoding scratch (a converted chunk and its compressed
-/// copy), what the stages hold, and a tenth more for the allocator. The budget reserves this
+/// copy), what the stages hold and share, and a tenth more for the allocator. The budget reserves this
 /// before anything is allocated; measured peaks stay below it (benches/README.md).
 pub fn case_memory(headers: &[Header], depth: usize, p: &Pipeline) -> u64 {
     case_memory_parts(headers, depth, p).total
@@ -175,20 +172,6 @@ struct Sink {
     ct_scaling: Option<Option<(f64, f64)>>,
 }
 
-/// Returns buffer sets to the reader when the last user (input writes or stages) drops them.
-struct Recycled {
-    bufs: Option<Vec<Voxels>>,
-    back: Sender<Vec<Voxels>>,
-}
-
-impl Drop for Recycled {
-    fn drop(&mut self) {
-        if let Some(b) = self.bufs.take() {
-            let _ = self.back.send(b);
-        }
-    }
-}
-
 /// Where each volume sits in the slab set, and how prediction values become probabilities.
 fn layout(vols: &[VolumeRef], headers: &[Header], p: &Pipeline) -> Layout {
     let (models, classes) = (p.input.models.len(), p.input.classes.len());
@@ -237,43 +220,9 @@ pub enum CaseEnd {
         z: usize,
         nz: usize,
     },
-    /// Stopped on request without a slab checkpoint (a custom stage keeps none): what it wrote
+    /// Stopped on request without a slab checkpoint (a custom stage that keeps none): what it wrote
     /// is to be removed, and the case redone from its first slice.
     Stopped,
-}
-
-/// Counts input writes still running, so a slab checkpoint waits for those before it.
-#[derive(Default)]
-struct InFlight {
-    n: Mutex<usize>,
-    idle: Condvar,
-}
-
-impl InFlight {
-    fn begin(&self) -> InFlightGuard<'_> {
-        *self.n.lock().unwrap() += 1;
-        InFlightGuard(self)
-    }
-
-    fn wait_idle(&self) {
-        let mut n = self.n.lock().unwrap();
-        while *n > 0 {
-            n = self.idle.wait(n).unwrap();
-        }
-    }
-}
-
-/// Ends one write when dropped, even if the write panicked.
-struct InFlightGuard<'a>(&'a InFlight);
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut n = self.0.n.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        if *n == 0 {
-            self.0.idle.notify_all();
-        }
-    }
 }
 
 /// The slab checkpoint `case` can resume from, if any is valid: same input files, same grid,
@@ -338,7 +287,7 @@ pub fn process_case(
     })?;
     // Rebound after the reservation, so that on an early error the readers' buffers are freed
     // before the reservation is returned.
-    let mut readers = readers;
+    let readers = readers;
     let mut stamps = vols
         .iter()
         .map(|v| InputStamp::of(&v.path, &v.group).map_err(|e| format!("{}: {e}", v.path.display())))
@@ -397,6 +346,10 @@ pub fn process_case(
         sinks.push(Some(sink));
     }
     let layout = layout(&vols, &headers, p);
+    // A paper attention stage and evaluate running together: attention shares its region
+    // above evaluate's threshold, and evaluate does not compute the attention again.
+    let running: Vec<&StageConfig> = (0..p.stages.len()).filter(|&i| runs(i)).map(|i| &p.stages[i]).collect();
+    let paper_above = crate::stages::shared::paper_above(&running);
     let ctx = CaseContext {
         case_id: &case.id,
         out_dir: env.out_dir,
@@ -404,6 +357,7 @@ pub fn process_case(
         layout: &layout,
         ct_header: &headers[0],
         zarr: &opts,
+        paper_above,
     };
     let mut stages = Vec::new();
     let mut names = Vec::new();
@@ -415,17 +369,15 @@ pub fn process_case(
             names.push(config.kind().kind);
         }
     }
-    // Slab checkpoints hold every stage's state: custom stages keep none.
-    let checkpoints = !p.stages.iter().any(|s| matches!(s, crate::stages::StageConfig::Custom(_)));
-    // Per stage: busy time; for the stages' thread: time waiting for the reader.
-    let mut stage_busy = vec![Duration::ZERO; stages.len()];
-    let mut waiting = Duration::ZERO;
-    let convert_nanos = AtomicU64::new(0);
-
+    let at = |kind: &str| names.iter().position(|n| *n == kind);
+    let above = paper_above.and(at("attention").zip(at("evaluate")));
+    // Slab checkpoints hold every stage's state: custom stages whose kind saves none prevent
+    // them.
+    let checkpoints = p.stages.iter().all(|s| match s {
+        StageConfig::Custom(c) => c.factory.checkpoints(),
+        _ => true,
+    });
     let depth = depth.min(nz).max(1);
-    // The first volume read: its slab's length gives the slab's depth.
-    let first = read.iter().position(|&r| r).expect("checked above");
-    let mut report = CaseReport { reserved: need, inputs: stamps.clone(), ..Default::default() };
     let mut start_z = 0;
     if let Some(cp) = &resume {
         let restored = if cp.stages.len() == stages.len() {
@@ -436,184 +388,78 @@ pub fn process_case(
         restored.map_err(|e| {
             format!("resuming from its slab checkpoint: {e}; the checkpoint is discarded, run again to redo the case")
         })?;
-        (start_z, report.slabs, report.bytes) = (cp.z, cp.slabs, cp.bytes);
+        start_z = cp.z;
         tracing::info!(case = %case.id, z = cp.z, nz, "Resuming the case at slice {} of {} (slab checkpoint).", cp.z, nz);
     }
-    let (tx, rx) = bounded::<(usize, Vec<Voxels>)>(CHANNEL_CAPACITY);
-    let (recycle_tx, recycle_rx) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
-    let mut result = empty(p);
-    let mut paused = None;
-    let mut stopped = false;
-    std::thread::scope(|s| -> Result<(), String> {
-        let read = &read;
-        let reader = s.spawn(move || -> Result<(Vec<Option<u64>>, [Duration; 2]), String> {
-            // Inflating, and waiting to hand a slab set over (or for a free one).
-            let (mut busy, mut blocked) = (Duration::ZERO, Duration::ZERO);
-            let digests = |readers: &[VolumeReader], busy, blocked| {
-                (readers.iter().map(|r| r.digest()).collect(), [busy, blocked])
+    let streamed = {
+        let resumed = resume.as_ref();
+        let save = |mark: &flow::Mark, states: Vec<Vec<u8>>| -> Result<(), String> {
+            let cp = SlabCheckpoint {
+                format: SlabCheckpoint::FORMAT,
+                run: String::new(), // set by the journal
+                case_id: case.id.clone(),
+                inputs: stamps.clone(),
+                scope: scope.clone(),
+                z: mark.z,
+                nz,
+                slabs: mark.slabs,
+                bytes: mark.bytes,
+                stages: states,
             };
-            for r in readers.iter_mut().zip(read).filter(|(_, r)| **r).map(|(r, _)| r) {
-                r.skip_slices(start_z).map_err(|e| e.to_string())?;
-            }
-            let mut spare = (0..SLABS_IN_FLIGHT)
-                .map(|_| readers.iter().map(|r| Voxels::empty(r.header().datatype)).collect::<Vec<_>>())
-                .collect::<Vec<_>>();
-            for z0 in (start_z..nz).step_by(depth) {
-                let n = depth.min(nz - z0);
-                let t = Instant::now();
-                let mut bufs = match spare.pop() {
-                    Some(b) => b,
-                    None => match recycle_rx.recv() {
-                        Ok(b) => b,
-                        Err(_) => return Ok(digests(&readers, busy, blocked)), // the consumer stopped; it reports why
-                    },
-                };
-                blocked += t.elapsed();
-                let t = Instant::now();
-                {
-                    let _span = tracing::debug_span!("read", case = %case.id, z0).entered();
-                    for ((r, b), _) in readers.iter_mut().zip(&mut bufs).zip(read).filter(|(_, r)| **r) {
-                        r.read_slab(n, b).map_err(|e| e.to_string())?;
-                    }
-                }
-                busy += t.elapsed();
-                tracing::debug!(case = %case.id, z0, n, "Slab read.");
-                let t = Instant::now();
-                if tx.send((z0, bufs)).is_err() {
-                    return Ok(digests(&readers, busy, blocked));
-                }
-                blocked += t.elapsed();
-            }
-            Ok(digests(&readers, busy, blocked))
-        });
-        // Input slabs are written concurrently on the rayon pool (compression is the costliest
-        // step); stages run here, slab after slab in z order. A buffer set goes back to the
-        // reader when both are done with it, so at most SLABS_IN_FLIGHT exist.
-        let failed: Mutex<Option<String>> = Mutex::new(None);
-        let writes = InFlight::default();
-        let mut last_checkpoint = Instant::now();
-        rayon::in_place_scope(|rs| {
-            loop {
-                let t = Instant::now();
-                let Ok((z0, bufs)) = rx.recv() else { break };
-                waiting += t.elapsed();
-                if failed.lock().unwrap().is_some() {
-                    break;
-                }
-                // A run frozen past its lease and taken over writes no further slab.
-                crate::files::lock::verify_held();
-                let n = bufs[first].len() / (layout.shape[0] * layout.shape[1]);
-                report.slabs += 1;
-                report.bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
-                let set = Arc::new(Recycled { bufs: Some(bufs), back: recycle_tx.clone() });
-                let (sinks, failed, shared, guard) = (&sinks, &failed, set.clone(), writes.begin());
-                let convert_nanos = &convert_nanos;
-                rs.spawn(move |_| {
-                    let _guard = guard;
-                    let t = Instant::now();
-                    let _span = tracing::debug_span!("convert", z0).entered();
-                    let bufs = shared.bufs.as_ref().unwrap();
-                    let written = sinks.par_iter().zip(bufs).try_for_each(|(sink, v)| match sink {
-                        Some(sink) => write_volume_slab(sink, z0, v),
-                        None => Ok(()),
-                    });
-                    if let Err(e) = written {
-                        failed.lock().unwrap().get_or_insert(e);
-                    }
-                    convert_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                });
-                let slab = CaseSlab { z0, nz: n, volumes: set.bufs.as_ref().unwrap(), layout: &layout };
-                for ((stage, name), busy) in stages.iter_mut().zip(&names).zip(&mut stage_busy) {
-                    let t = Instant::now();
-                    let _span = tracing::debug_span!("stage", stage = %name, case = %case.id, z0).entered();
-                    let r = stage.process(&slab);
-                    *busy += t.elapsed();
-                    if let Err(e) = r {
-                        failed.lock().unwrap().get_or_insert(e);
-                        break;
-                    }
-                }
-                drop(set);
-                // A slab checkpoint: when it is due, or to stop on a signal.
-                let z = z0 + n;
-                let stop = env.stop.is_some_and(|f| f.load(Ordering::Relaxed));
-                if z < nz && stop && !checkpoints {
-                    // A custom stage keeps no slab checkpoint: the case stops here and is redone
-                    // from its first slice by the next run.
-                    stopped = true;
-                    break;
-                }
-                if z < nz
-                    && checkpoints
-                    && (stop || last_checkpoint.elapsed().as_secs_f64() >= p.runtime.checkpoint_secs)
-                {
-                    writes.wait_idle();
-                    if failed.lock().unwrap().is_some() {
-                        break;
-                    }
-                    let cp = SlabCheckpoint {
-                        format: SlabCheckpoint::FORMAT,
-                        run: String::new(), // set by the journal
-                        case_id: case.id.clone(),
-                        inputs: stamps.clone(),
-                        scope: scope.clone(),
-                        z,
-                        nz,
-                        slabs: report.slabs,
-                        bytes: report.bytes,
-                        stages: stages.iter().map(|s| s.save()).collect(),
-                    };
-                    if let Err(e) = env.journal.save_slab(&cp, sync) {
-                        failed.lock().unwrap().get_or_insert(e.to_string());
-                        break;
-                    }
-                    tracing::debug!(case = %case.id, z, "Slab checkpoint saved.");
-                    last_checkpoint = Instant::now();
-                    if stop {
-                        paused = Some(z);
-                        break;
-                    }
-                }
-            }
-            drop(rx);
-        });
-        drop(recycle_tx);
-        if failed.lock().unwrap().is_none() && paused.is_none() && !stopped {
-            for (stage, busy) in stages.iter_mut().zip(&mut stage_busy) {
-                let t = Instant::now();
-                let r = stage.finish(&mut result);
-                *busy += t.elapsed();
-                if let Err(e) = r {
-                    failed.lock().unwrap().get_or_insert(e);
-                    break;
-                }
-            }
-        }
-        let outcome = match failed.into_inner().unwrap() {
-            Some(e) => Err(e),
-            None => Ok(()),
+            env.journal.save_slab(&cp, sync).map_err(|e| e.to_string())?;
+            tracing::debug!(case = %case.id, z = mark.z, "Slab checkpoint saved.");
+            Ok(())
         };
-        let read = reader.join().map_err(|_| "the reader thread panicked".to_string())?;
-        let (digests, [read_busy, read_blocked]) = read.and_then(|d| outcome.map(|()| d))?;
-        for (s, d) in stamps.iter_mut().zip(digests) {
-            s.digest = d;
+        let write = |z0: usize, volumes: &[Voxels]| -> Result<(), String> {
+            sinks.par_iter().zip(volumes).try_for_each(|(sink, v)| match sink {
+                Some(sink) => write_volume_slab(sink, z0, v),
+                None => Ok(()),
+            })
+        };
+        let converts = sinks.iter().any(|s| s.is_some());
+        flow::stream(
+            flow::Reading {
+                case_id: &case.id,
+                readers,
+                read: &read,
+                start_z,
+                nz,
+                depth,
+                slabs: resumed.map_or(0, |cp| cp.slabs),
+                bytes: resumed.map_or(0, |cp| cp.bytes),
+            },
+            &layout,
+            &mut stages,
+            &names,
+            above,
+            converts.then_some(&write as &(dyn Fn(usize, &[Voxels]) -> Result<(), String> + Sync)),
+            flow::Checkpoints {
+                enabled: checkpoints,
+                every: Duration::from_secs_f64(p.runtime.checkpoint_secs),
+                stop: env.stop,
+            },
+            &save,
+        )?
+    };
+    for (s, d) in stamps.iter_mut().zip(streamed.digests) {
+        s.digest = d;
+    }
+    let (slabs, bytes) = (streamed.slabs, streamed.bytes);
+    let mut profile = streamed.profile;
+    match streamed.end {
+        flow::End::Paused(z) => return Ok(CaseEnd::Paused { z, nz }),
+        flow::End::Stopped => return Ok(CaseEnd::Stopped),
+        flow::End::Finished => {}
+    }
+    let mut result = empty(p);
+    for (stage, name) in stages.iter_mut().zip(&names) {
+        let t = Instant::now();
+        stage.finish(&mut result)?;
+        if let Some(n) = profile.iter_mut().find(|n| n.name == *name) {
+            n.busy_s += t.elapsed().as_secs_f64();
         }
-        let (slabs, bytes) = (report.slabs as u64, report.bytes);
-        report.profile.push(NodeTimes::new("read", read_busy, Duration::ZERO, read_blocked, slabs, bytes));
-        let convert = Duration::from_nanos(convert_nanos.load(Ordering::Relaxed));
-        report.profile.push(NodeTimes::new("convert", convert, Duration::ZERO, Duration::ZERO, slabs, bytes));
-        for (name, busy) in names.iter().zip(&stage_busy) {
-            // The stages share one thread: each waited as long for the reader.
-            report.profile.push(NodeTimes::new(name, *busy, waiting, Duration::ZERO, slabs, bytes));
-        }
-        Ok(())
-    })?;
-    report.inputs = stamps;
-    Ok(match paused {
-        _ if stopped => CaseEnd::Stopped,
-        Some(z) => CaseEnd::Paused { z, nz },
-        None => CaseEnd::Done(report, result),
-    })
+    }
+    Ok(CaseEnd::Done(CaseReport { slabs, reserved: need, bytes, inputs: stamps, profile }, result))
 }
 
 /// Removes the groups above `removed` (inside the case group `root`) that hold nothing but

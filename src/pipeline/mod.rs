@@ -7,6 +7,7 @@ pub mod budget;
 pub mod case;
 pub mod config;
 pub mod dry_run;
+pub mod flow;
 pub mod html;
 pub mod plan;
 pub mod profile;

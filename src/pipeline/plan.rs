@@ -11,9 +11,10 @@ use std::fmt::Write;
 use crate::input::InputKind;
 use crate::nifti::{DataType, Header};
 use crate::pipeline::budget::MemoryBudget;
-use crate::pipeline::case::{self, CHANNEL_CAPACITY, SLABS_IN_FLIGHT};
+use crate::pipeline::case;
 use crate::pipeline::config::{Pipeline, human_bytes};
-use crate::stages::graph;
+use crate::pipeline::flow::{CHANNEL_CAPACITY, SLABS_IN_FLIGHT};
+use crate::stages::{graph, shared};
 
 /// One node of the plan.
 #[derive(Debug, Clone)]
@@ -129,9 +130,11 @@ pub fn plan(p: &Pipeline) -> Plan {
         },
     ];
     let slab = |what: &str| format!("{what} (shared by reference, never copied)");
-    let channel = format!(
-        "bounded channel, capacity {CHANNEL_CAPACITY} (a rendezvous); {SLABS_IN_FLIGHT} slab sets in flight, recycled"
-    );
+    let channel =
+        format!("bounded channel, capacity {CHANNEL_CAPACITY}; {SLABS_IN_FLIGHT} slab sets in flight, recycled");
+    let all: Vec<&crate::stages::StageConfig> = p.stages.iter().collect();
+    let consensus_node = shared::consensus_node(&all);
+    let takes_consensus = |s: &crate::stages::StageConfig| consensus_node && shared::takes_consensus(s);
     let mut edges = vec![Edge {
         from: "read".into(),
         to: "convert".into(),
@@ -139,6 +142,23 @@ pub fn plan(p: &Pipeline) -> Plan {
         how: channel.clone(),
         item_bytes: Some(mem.slab_set),
     }];
+    if consensus_node {
+        let [nx, ny, nz] = headers[0].shape();
+        let masks = (nx * ny * depth.min(nz) * p.input.classes.len()) as u64;
+        nodes.push(Node {
+            name: "consensus".into(),
+            does: "the consensus masks (mean p > 0.5) of the classes two or more stages take, once per slab".into(),
+            holds: masks * shared::SHARED_IN_FLIGHT as u64,
+            writes: Vec::new(),
+        });
+        edges.push(Edge {
+            from: "read".into(),
+            to: "consensus".into(),
+            carries: slab("slab sets"),
+            how: channel.clone(),
+            item_bytes: Some(mem.slab_set),
+        });
+    }
     for (i, s) in p.stages.iter().enumerate() {
         let k = s.kind();
         let name = k.kind.to_string();
@@ -155,13 +175,28 @@ pub fn plan(p: &Pipeline) -> Plan {
         });
         if k.per_case {
             edges.push(Edge {
-                from: "read".into(),
+                from: if takes_consensus(s) { "consensus" } else { "read" }.into(),
                 to: name,
-                carries: slab("slab sets"),
+                carries: slab(if takes_consensus(s) { "slab sets and consensus masks" } else { "slab sets" }),
                 how: channel.clone(),
                 item_bytes: Some(mem.slab_set),
             });
         }
+    }
+    if shared::paper_above(&all).is_some() {
+        let [nx, ny, nz] = headers[0].shape();
+        let bits = (nx.div_ceil(64) * 8 * ny * depth.min(nz) * p.input.classes.len()) as u64;
+        edges.push(Edge {
+            from: "attention".into(),
+            to: "evaluate".into(),
+            carries: "the paper attention above evaluate's threshold, bit-packed (evaluate does not compute it again)"
+                .into(),
+            how: format!(
+                "bounded channel, capacity {CHANNEL_CAPACITY}; at most {} alive, recycled",
+                shared::SHARED_IN_FLIGHT
+            ),
+            item_bytes: Some(bits),
+        });
     }
     for e in graph::edges(&p.stages) {
         let (from, to) = (p.stages[e.from].kind(), p.stages[e.to].kind());

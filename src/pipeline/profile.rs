@@ -4,11 +4,12 @@
 //! tables. Each stage's work on each slab is also a `tracing` span (`stage`, with the case and
 //! slice), for a trace viewer.
 //!
-//! The nodes of one case run like this: `read` inflates on its own thread and hands slab sets
-//! over a rendezvous channel; `convert` compresses them on the rayon pool; the per-case stages
-//! run one after the other on the case's thread. `read` blocked on output means the stages (or
-//! the recycling of buffers behind them) were slower; the stages' thread waiting for input
-//! means `read` was.
+//! The nodes of one case run concurrently, each on its own thread ([`super::flow`]): `read`
+//! inflates and hands slab sets to every node over bounded channels, and the slowest consumer
+//! holds it back. So `read` blocked on output means some stage was slower, a stage waiting
+//! for input means it was faster than what feeds it, and the node that bounds the case is the
+//! one that waited least: always busy while the others waited for it. Busy times overlap
+//! (stages share the rayon pool), so they do not add up to the wall time.
 
 use std::path::Path;
 use std::time::Duration;
@@ -69,45 +70,29 @@ impl Profile {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// The node that bounds the run, and why: `read` when the stages waited for it more than
-    /// it waited for them; `convert` when its compression, spread over the rayon pool, takes
-    /// longer than the stages' thread is busy; otherwise the stage busiest on the stages'
-    /// thread.
+    /// The node that bounds the run, and why: `read` when the nodes after it waited for slabs
+    /// longer than it waited to hand them over; otherwise the node after it (a stage,
+    /// `convert`, `consensus`) that waited least for input — busy while the others waited.
     pub fn bound(&self) -> Option<(String, String)> {
         let read = self.node("read")?;
-        let stages: Vec<&NodeTimes> = self.nodes.iter().filter(|n| n.name != "read" && n.name != "convert").collect();
-        let threads = rayon::current_num_threads().max(1) as f64;
-        let on_thread: f64 = stages.iter().map(|s| s.busy_s).sum();
-        if let Some(convert) = self.node("convert")
-            && convert.busy_s / threads > on_thread.max(read.busy_s)
-        {
-            return Some((
-                "convert".into(),
-                format!(
-                    "compressing took {:.1} s over {threads} threads, the stages' thread {on_thread:.1} s",
-                    convert.busy_s
-                ),
-            ));
-        }
-        let waited = stages.first().map_or(0.0, |s| s.waiting_for_input_s);
-        if stages.is_empty() || waited > read.blocked_on_output_s {
+        let after: Vec<&NodeTimes> = self.nodes.iter().filter(|n| n.name != "read").collect();
+        let Some(least) = after.iter().min_by(|a, b| a.waiting_for_input_s.total_cmp(&b.waiting_for_input_s)) else {
+            return Some(("read".into(), format!("inflating took {:.1} s; nothing runs after it", read.busy_s)));
+        };
+        if least.waiting_for_input_s > read.blocked_on_output_s {
             return Some((
                 "read".into(),
                 format!(
-                    "inflating took {:.1} s; the stages waited {:.1} s for slabs, the reader {:.1} s for the stages",
-                    read.busy_s, waited, read.blocked_on_output_s
+                    "inflating took {:.1} s; every node after it waited at least {:.1} s for slabs, the reader {:.1} s for them",
+                    read.busy_s, least.waiting_for_input_s, read.blocked_on_output_s
                 ),
             ));
         }
-        let total: f64 = stages.iter().map(|s| s.busy_s).sum();
-        let top = stages.iter().max_by(|a, b| a.busy_s.total_cmp(&b.busy_s))?;
         Some((
-            top.name.clone(),
+            least.name.clone(),
             format!(
-                "{:.1} s, {:.0} % of the stages' thread; the reader waited {:.1} s for the stages",
-                top.busy_s,
-                100.0 * top.busy_s / total.max(1e-9),
-                read.blocked_on_output_s
+                "busy {:.1} s, waited {:.1} s for input; the reader waited {:.1} s for the nodes after it",
+                least.busy_s, least.waiting_for_input_s, read.blocked_on_output_s
             ),
         ))
     }
@@ -162,15 +147,15 @@ mod tests {
         let mut p = Profile::default();
         p.add(&[
             n("read", 1.0, 0.0, 5.0),
-            n("convert", 2.0, 0.0, 0.0),
+            n("convert", 2.0, 3.0, 0.0),
             n("attention", 4.0, 0.1, 0.0),
-            n("metrics", 2.0, 0.0, 0.0),
+            n("metrics", 2.0, 2.0, 0.0),
         ]);
         p.add(&[
             n("read", 1.0, 0.0, 5.0),
-            n("convert", 2.0, 0.0, 0.0),
+            n("convert", 2.0, 3.0, 0.0),
             n("attention", 4.0, 0.1, 0.0),
-            n("metrics", 2.0, 0.0, 0.0),
+            n("metrics", 2.0, 2.0, 0.0),
         ]);
         assert_eq!(p.bound().unwrap().0, "attention");
         assert_eq!(p.node("attention").unwrap().busy_s, 8.0);

@@ -485,7 +485,7 @@ impl Progress {
     }
 
     fn case_stopped(&self, c: &Case) {
-        let msg = "Case stopped (its pipeline has a custom stage, which keeps no slab checkpoint); the next run redoes it from its first slice.";
+        let msg = "Case stopped (its pipeline has a custom stage that keeps no slab checkpoint); the next run redoes it from its first slice.";
         match &self.bar {
             Some(b) => b.suspend(|| tracing::info!(case = %c.id, "{msg}")),
             None => tracing::info!(case = %c.id, "{msg}"),

@@ -250,7 +250,7 @@ impl SlabStage for AssembleStage {
             match sources[c] {
                 Source::Original => binary(slab.label(c).expect("original"), 0..n, m),
                 Source::Revised => binary(&slab.volumes[layout.revised[c].expect("revised")], 0..n, m),
-                Source::Pseudo => super::prob::consensus(slab, c, 0..n, m)?,
+                Source::Pseudo => slab.consensus_into(c, 0..n, m)?,
             }
             Ok(())
         })?;
@@ -325,6 +325,11 @@ impl SlabStage for AssembleStage {
             ex.reopen(lengths).map_err(|e| ex.io(e))?;
         }
         Ok(())
+    }
+
+    /// The classes without an original or revised label take the consensus.
+    fn wants_consensus(&self, c: usize) -> bool {
+        self.sources.get(c) == Some(&Source::Pseudo)
     }
 }
 

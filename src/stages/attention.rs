@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::morphology::{BitSlice, Opening};
+use super::shared::{ClassBits, Pool, Pooled, Shared};
 use super::{
     CaseContext, CaseResult, CaseSlab, ProbDecoder, SlabStage, StageConfig, StageKind, decode_state, encode_state,
     parse_table, require_predictions,
@@ -306,7 +307,17 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
     let ent = Box::new(u8_entropy());
     let [nx, ny, nz] = ctx.layout.shape;
     Ok(match c.mode {
-        Mode::Paper => Box::new(PaperStage { writers, sums, ent, maps: vec![Vec::new(); classes] }),
+        Mode::Paper => Box::new(PaperStage {
+            writers,
+            sums,
+            ent,
+            maps: vec![Vec::new(); classes],
+            above: ctx.paper_above.map(|t| {
+                let annotated = ctx.layout.labels.iter().map(|l| l.is_some()).collect();
+                (t, annotated, Pool::new(crate::stages::shared::SHARED_IN_FLIGHT))
+            }),
+            shared: None,
+        }),
         Mode::Released => Box::new(ReleasedStage {
             config: c.clone(),
             writers,
@@ -366,43 +377,84 @@ pub(super) fn paper_slab<O: Send>(
     Ok(total)
 }
 
+/// One z-slice's piece of every class map, and its region above a threshold (when shared).
+type SlicePieces<'a> = (Vec<&'a mut [f32]>, Vec<Option<&'a mut BitSlice>>);
+
 struct PaperStage {
     writers: Vec<ImageWriter>,
     sums: Vec<Sums>,
     ent: Box<[f64; 256]>,
     /// Attention of the current slab, per class.
     maps: Vec<Vec<f32>>,
+    /// When evaluate runs too: its threshold, the classes it evaluates (annotated) and buffers
+    /// for the region above the threshold, shared per slab.
+    above: Option<(f64, Vec<bool>, Pool<ClassBits>)>,
+    /// The region of the slab just processed, until the engine takes it.
+    shared: Option<Pooled<ClassBits>>,
 }
 
 impl SlabStage for PaperStage {
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
-        let (nxy, classes) = (slab.nxy(), slab.layout.classes.len());
+        let (nxy, n, classes) = (slab.nxy(), slab.len(), slab.layout.classes.len());
         let write = !self.writers.is_empty();
         for m in &mut self.maps {
             // Voxels row_stats skips have attention 0.
             m.clear();
-            m.resize(if write { slab.len() } else { 0 }, 0.0);
+            m.resize(if write { n } else { 0 }, 0.0);
         }
-        // Per z-slice: that slice's piece of every class map.
-        let mut per_slice: Vec<Vec<&mut [f32]>> = (0..slab.nz).map(|_| Vec::with_capacity(classes)).collect();
+        let [nx, ny, _] = slab.layout.shape;
+        let mut above = self.above.as_ref().map(|(_, wanted, pool)| {
+            let mut masks = pool.take();
+            masks.resize(classes, Vec::new());
+            for (m, &w) in masks.iter_mut().zip(wanted) {
+                m.resize_with(if w { slab.nz } else { 0 }, || BitSlice::new(nx, ny));
+                m.iter_mut().for_each(BitSlice::clear);
+            }
+            masks
+        });
+        let threshold = self.above.as_ref().map_or(f64::INFINITY, |a| a.0);
+        // Per z-slice: that slice's piece of every class map, and its region above.
+        let mut per_slice: Vec<SlicePieces> =
+            (0..slab.nz).map(|_| (Vec::with_capacity(classes), Vec::with_capacity(classes))).collect();
         if write {
             for m in &mut self.maps {
                 for (z, piece) in m.chunks_mut(nxy).enumerate() {
-                    per_slice[z].push(piece);
+                    per_slice[z].0.push(piece);
                 }
             }
         }
-        let sums = paper_slab(slab, &self.ent, per_slice, |outs, c, i, att| {
+        if let Some(masks) = &mut above {
+            for m in masks.iter_mut() {
+                if m.is_empty() {
+                    per_slice.iter_mut().for_each(|o| o.1.push(None));
+                } else {
+                    for (z, bits) in m.iter_mut().enumerate() {
+                        per_slice[z].1.push(Some(bits));
+                    }
+                }
+            }
+        }
+        let sums = paper_slab(slab, &self.ent, per_slice, |(maps, above), c, i, att| {
             if write {
-                outs[c][i] = att as f32;
+                maps[c][i] = att as f32;
+            }
+            if att > threshold
+                && let Some(Some(bits)) = above.get_mut(c)
+            {
+                bits.set(i % nx, i / nx);
             }
         })?;
         add(&mut self.sums, &sums);
+        self.shared = above;
         self.writers
             .par_iter()
             .zip(&self.maps)
             .try_for_each(|(w, m)| w.write_slab(slab.z0, m))
             .map_err(|e| e.to_string())
+    }
+
+    fn share(&mut self) -> Option<Shared> {
+        self.shared.take().map(|m| Shared::AttentionAbove(std::sync::Arc::new(m)))
     }
 
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {

@@ -42,15 +42,15 @@
 //!
 //! Invariants: a custom stage sees what a built-in one sees (every slab of a case once, in z
 //! order, shared with the other stages, never copied for it); its rows go into the case's
-//! record, so a resumed or rerun run keeps them; a case caught mid-way by an interruption is
-//! redone from its first slice when its pipeline has a custom stage (custom stages keep no
-//! slab checkpoint).
+//! record, so a resumed or rerun run keeps them; a case caught mid-way by an interruption
+//! resumes from its slab checkpoint when every custom stage of its pipeline saves its state
+//! ([`StageFactory::checkpoints`]), and is redone from its first slice otherwise.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, ArrayView3, CowArray, Ix3};
 
 use super::{CaseResult, CaseSlab, SlabStage, StageKind};
 use crate::input::{InputConfig, InputKind};
@@ -93,6 +93,19 @@ pub trait StageFactory: Send + Sync + 'static {
     fn table(&self) -> Option<(&'static str, Vec<String>)> {
         None
     }
+    /// Whether its stages implement [`CustomStage::save`] and [`CustomStage::restore`]: a long
+    /// case is then checkpointed at slab boundaries and resumed there, as with slabflow's own
+    /// stages. When false (the default), a case of a pipeline with this kind that is
+    /// interrupted is redone from its first slice.
+    fn checkpoints(&self) -> bool {
+        false
+    }
+    /// Whether its stages call [`SlabView::consensus`]: the engine then computes each slab's
+    /// consensus masks once for every stage that wants them, instead of per call — for every
+    /// class, so a prediction out of [0, 1] fails the case here too, as it does in `attention`.
+    fn wants_consensus(&self) -> bool {
+        false
+    }
     /// Its version: part of what makes a stage "the same" for reruns, with its table as
     /// written (change it when a fix changes what the stage computes, and every case reruns it).
     fn version(&self) -> &'static str {
@@ -106,6 +119,16 @@ pub trait CustomStage: Send {
     fn process(&mut self, slab: &SlabView) -> Result<(), String>;
     /// After the last slab: the case's rows of the kind's table.
     fn finish(&mut self, case: &CaseInfo) -> Result<Vec<Vec<String>>, String>;
+    /// Its state between two slabs (its running reductions, not its scratch), for a slab
+    /// checkpoint; called only when its kind [checkpoints](StageFactory::checkpoints).
+    fn save(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Takes the state [`CustomStage::save`] gave, into a stage just started for the same case;
+    /// from there it must go on exactly as the saved one would have.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Err("this stage keeps no slab checkpoint".into())
+    }
 }
 
 /// The custom stage kinds a pipeline may use, beside slabflow's own.
@@ -217,7 +240,8 @@ impl CustomConfig {
             classes: l.classes.clone(),
         };
         let stage = self.factory.start(&self.table, &case)?;
-        Ok(Box::new(Adapter { kind: self.factory.kind(), case, stage }))
+        let consensus = self.factory.wants_consensus() && self.factory.reads().contains(&InputKind::Prediction);
+        Ok(Box::new(Adapter { kind: self.factory.kind(), case, stage, consensus }))
     }
 }
 
@@ -226,6 +250,8 @@ struct Adapter {
     kind: &'static str,
     case: CaseInfo,
     stage: Box<dyn CustomStage>,
+    /// It takes each slab's consensus masks ([`StageFactory::wants_consensus`]).
+    consensus: bool,
 }
 
 impl SlabStage for Adapter {
@@ -240,11 +266,15 @@ impl SlabStage for Adapter {
     }
 
     fn save(&self) -> Vec<u8> {
-        Vec::new()
+        self.stage.save()
     }
 
-    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
-        Err(format!("the custom stage \"{}\" keeps no slab checkpoint", self.kind))
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.stage.restore(state).map_err(|e| format!("the custom stage \"{}\": {e}", self.kind))
+    }
+
+    fn wants_consensus(&self, _c: usize) -> bool {
+        self.consensus
     }
 }
 
@@ -330,12 +360,18 @@ impl<'a> SlabView<'a> {
     }
 
     /// The consensus mask of `class`: mean probability over the models > 0.5, as every stage
-    /// computes it (the kind must read predictions).
-    pub fn consensus(&self, class: usize) -> Result<Array3<u8>, String> {
+    /// computes it (the kind must read predictions). A view of the masks the engine computed
+    /// once for the slab when the kind [wants them](StageFactory::wants_consensus); computed
+    /// for this call otherwise.
+    pub fn consensus(&self, class: usize) -> Result<CowArray<'a, u8, Ix3>, String> {
         let s = self.shape();
-        let mut out = Array3::zeros((s[0], s[1], s[2]));
+        let sh = (s[0], s[1], s[2]);
+        if let Some(m) = self.slab.shared_consensus(class) {
+            return Ok(ArrayView3::from_shape(sh, m).expect("a slab holds nz × ny × nx voxels").into());
+        }
+        let mut out = Array3::zeros(sh);
         let n = self.slab.len();
         super::prob::consensus(self.slab, class, 0..n, out.as_slice_mut().expect("a new array is contiguous"))?;
-        Ok(out)
+        Ok(out.into())
     }
 }

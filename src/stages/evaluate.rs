@@ -3,8 +3,9 @@
 //!
 //! Per case and annotated class: the *error* region is the consensus's false positives and
 //! false negatives against the label (consensus XOR label); the *attention* region is the
-//! paper's attention (Eq. 1–4, computed here by the attention stage's own function, whatever
-//! that stage's settings) above `threshold`. Both are split into 26-connected components
+//! paper's attention (Eq. 1–4, by the attention stage's own function, whatever that stage's
+//! settings) above `threshold` — taken from a paper-mode attention stage of the same run, which
+//! marks it while computing its maps ([`super::shared`]), or computed here otherwise. Both are split into 26-connected components
 //! (`scipy.ndimage.label` with a 3×3×3 structure), components under `min_voxels` dropped.
 //! sensitivity = error components that share a voxel with the attention region / error
 //! components; precision = attention components that share a voxel with the error region /
@@ -139,23 +140,15 @@ impl EvaluateStage {
     }
 }
 
-fn count(c: &mut Counted, min: u64, voxels: u64, marked: bool) {
-    if voxels >= min {
-        c.components += 1;
-        c.touching += marked as u64;
-        c.largest = c.largest.max(voxels);
-        c.voxels += voxels;
-    }
-}
-
-impl SlabStage for EvaluateStage {
-    fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
+impl EvaluateStage {
+    /// Computes the paper attention of `slab` and keeps, per annotated class, where it is
+    /// above the threshold (`self.above`).
+    fn attention_region(&mut self, slab: &CaseSlab) -> Result<(), String> {
         let (nxy, n) = (slab.nxy(), slab.len());
         for (a, e) in self.above.iter_mut().zip(&self.classes) {
             a.clear();
             a.resize(if e.is_some() { n } else { 0 }, 0);
         }
-        // The attention region of every annotated class, slice by slice.
         let mut outs: Vec<Vec<&mut [u8]>> = (0..slab.nz).map(|_| Vec::new()).collect();
         for a in &mut self.above {
             if a.is_empty() {
@@ -172,21 +165,59 @@ impl SlabStage for EvaluateStage {
                 *v = (att > threshold) as u8;
             }
         })?;
+        Ok(())
+    }
+}
+
+fn count(c: &mut Counted, min: u64, voxels: u64, marked: bool) {
+    if voxels >= min {
+        c.components += 1;
+        c.touching += marked as u64;
+        c.largest = c.largest.max(voxels);
+        c.voxels += voxels;
+    }
+}
+
+impl SlabStage for EvaluateStage {
+    fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
+        let nxy = slab.nxy();
+        // The attention region of every annotated class: shared by a paper attention stage
+        // (computed with the same function, compared with the same threshold, bit-packed per
+        // slice), or computed here.
+        let shared = slab.attention_above;
+        if shared.is_none() {
+            self.attention_region(slab)?;
+        }
+        let own = &self.above;
         let min = self.config.min_voxels;
-        let above = &self.above;
         self.classes.par_iter_mut().enumerate().try_for_each(|(c, ev)| -> Result<(), String> {
             let Some(ev) = ev else { return Ok(()) };
             let label = slab.label(c).expect("annotated");
-            let (mut cons, mut err) = (vec![0u8; nxy], vec![0u8; nxy]);
+            let consensus_shared = slab.shared_consensus(c);
+            let mut cons_own = vec![0u8; if consensus_shared.is_some() { 0 } else { nxy }];
+            let mut unpacked = vec![0u8; if shared.is_some() { nxy } else { 0 }];
+            let mut err = vec![0u8; nxy];
             for z in 0..slab.nz {
                 let range = z * nxy..(z + 1) * nxy;
-                consensus(slab, c, range.clone(), &mut cons)?;
+                let cons: &[u8] = match consensus_shared {
+                    Some(m) => &m[range.clone()],
+                    None => {
+                        consensus(slab, c, range.clone(), &mut cons_own)?;
+                        &cons_own
+                    }
+                };
                 with_voxels!(label, d => {
-                    for ((e, &g), &p) in err.iter_mut().zip(&d[range.clone()]).zip(&cons) {
+                    for ((e, &g), &p) in err.iter_mut().zip(&d[range.clone()]).zip(cons) {
                         *e = ((g as f64 > 0.0) as u8) ^ p;
                     }
                 });
-                let att = &above[c][range];
+                let att: &[u8] = match shared {
+                    Some(bits) => {
+                        bits[c][z].unpack_into(&mut unpacked);
+                        &unpacked
+                    }
+                    None => &own[c][range],
+                };
                 let counts = &mut ev.counts;
                 ev.error.push(&err, Some(att), |k| count(&mut counts.error, min, k.voxels, k.marked));
                 ev.attention.push(att, Some(&err), |k| count(&mut counts.attention, min, k.voxels, k.marked));
@@ -223,5 +254,10 @@ impl SlabStage for EvaluateStage {
         }
         self.classes = classes;
         Ok(())
+    }
+
+    /// Every annotated class's error region is the consensus against the label.
+    fn wants_consensus(&self, c: usize) -> bool {
+        self.classes.get(c).is_some_and(|e| e.is_some())
     }
 }

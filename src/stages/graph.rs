@@ -2,8 +2,10 @@
 //! ([`super::Product`]), checked before any data is touched — every need has a producer, and
 //! no stage waits on itself through others.
 //!
-//! Per-case stages all take the case's slabs from one reader (shared, never copied); what a
-//! per-case stage gives a corpus-level one goes through the journal's records (per-case
+//! Per-case stages all take the case's slabs from one reader (shared, never copied), each on
+//! its own thread (`crate::pipeline::flow`); what they share per slab — the consensus masks,
+//! the attention region `evaluate` takes from a paper `attention` — is in [`super::shared`].
+//! What a per-case stage gives a corpus-level one goes through the journal's records (per-case
 //! reductions) or the case's Zarr group (maps), so corpus-level stages run once all cases are
 //! done, in the order their needs give.
 

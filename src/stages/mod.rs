@@ -23,6 +23,7 @@ pub mod normalize;
 pub mod prob;
 pub mod rank;
 pub mod review;
+pub mod shared;
 pub mod surface;
 mod surface_normals;
 
@@ -188,15 +189,43 @@ pub struct Layout {
     pub paths: Vec<std::path::PathBuf>,
 }
 
-/// One slab of every volume of a case.
+/// One slab of every volume of a case, with what other stages computed of it
+/// ([`shared`]).
 pub struct CaseSlab<'a> {
     pub z0: usize,
     pub nz: usize,
     pub volumes: &'a [Voxels],
     pub layout: &'a Layout,
+    /// The consensus masks the engine computed once for this slab (classes some stage wants).
+    pub consensus: Option<&'a shared::ClassMasks>,
+    /// Per class and slice: paper attention above `CaseContext::paper_above`, from the
+    /// attention stage.
+    pub attention_above: Option<&'a shared::ClassBits>,
 }
 
-impl CaseSlab<'_> {
+impl<'a> CaseSlab<'a> {
+    /// A slab with nothing shared.
+    pub fn new(z0: usize, nz: usize, volumes: &'a [Voxels], layout: &'a Layout) -> CaseSlab<'a> {
+        CaseSlab { z0, nz, volumes, layout, consensus: None, attention_above: None }
+    }
+
+    /// The consensus mask of class `c` over the whole slab, when it was computed once for all.
+    pub fn shared_consensus(&self, c: usize) -> Option<&'a [u8]> {
+        self.consensus.and_then(|m| m.get(c)).filter(|m| !m.is_empty()).map(|m| &m[..])
+    }
+
+    /// The consensus mask of class `c` over voxels `range` of the slab into `out`: copied when
+    /// it was computed once for all, else computed ([`prob::consensus`]).
+    pub fn consensus_into(&self, c: usize, range: std::ops::Range<usize>, out: &mut [u8]) -> Result<(), String> {
+        match self.shared_consensus(c) {
+            Some(m) => {
+                out.copy_from_slice(&m[range]);
+                Ok(())
+            }
+            None => prob::consensus(self, c, range, out),
+        }
+    }
+
     /// Voxels per z-slice.
     pub fn nxy(&self) -> usize {
         self.layout.shape[0] * self.layout.shape[1]
@@ -332,6 +361,10 @@ pub struct CaseContext<'a> {
     pub layout: &'a Layout,
     pub ct_header: &'a Header,
     pub zarr: &'a ZarrOptions,
+    /// Set when a paper-mode attention stage and `evaluate` run together: the attention stage
+    /// shares, per slab, its attention above this threshold ([`shared::Shared::AttentionAbove`])
+    /// and evaluate takes it instead of computing the attention again.
+    pub paper_above: Option<f64>,
 }
 
 /// A stage at work on one case.
@@ -346,6 +379,16 @@ pub trait SlabStage: Send {
     /// Takes the state [`SlabStage::save`] gave, into a stage just started for the same case:
     /// from there it goes on exactly as the saved one would have (results byte for byte).
     fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+    /// Whether it reads class `c`'s consensus mask from each slab
+    /// ([`CaseSlab::consensus_into`]): the engine then computes it once per slab for every
+    /// stage that does.
+    fn wants_consensus(&self, _c: usize) -> bool {
+        false
+    }
+    /// What it gives the stages after it of the slab it just processed ([`shared::Shared`]).
+    fn share(&mut self) -> Option<shared::Shared> {
+        None
+    }
 }
 
 /// Whether every byte is 0. An OR over 256-byte blocks of words, which the compiler turns into vector

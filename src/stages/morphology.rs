@@ -43,6 +43,16 @@ impl BitSlice {
         self.bits.fill(0);
     }
 
+    /// The slice as one byte (0 or 1) per voxel, row after row, into `out` (`nx · ny` long).
+    pub fn unpack_into(&self, out: &mut [u8]) {
+        for (y, row) in out.chunks_mut(self.nx).enumerate() {
+            let words = self.row(y);
+            for (x, o) in row.iter_mut().enumerate() {
+                *o = (words[x / 64] >> (x % 64) & 1) as u8;
+            }
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.bits.iter().map(|w| w.count_ones() as u64).sum()
     }

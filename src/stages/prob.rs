@@ -105,15 +105,7 @@ pub fn consensus(
         })
         .collect();
     if let Some(rows) = rows {
-        let half = 255 * models as u32;
-        for (k, o) in out.iter_mut().enumerate() {
-            let s: u32 = rows.iter().map(|r| r[k] as u32).sum();
-            *o = if 2 * s != half {
-                (2 * s > half) as u8
-            } else {
-                (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8
-            };
-        }
+        consensus_u8(&rows, out);
         return Ok(());
     }
     let mut sum = vec![0.0; range.len()];
@@ -128,6 +120,21 @@ pub fn consensus(
         *o = (s / models as f64 > 0.5) as u8;
     }
     Ok(())
+}
+
+/// The consensus of uint8 predictions (p = v / 255), one row per model, into `out`: p > 0.5 ⇔
+/// 2 Σv > 255 N in integers; an exact tie (N even) settled in f64 as numpy's mean does.
+pub fn consensus_u8(rows: &[&[u8]], out: &mut [u8]) {
+    let models = rows.len();
+    let half = 255 * models as u32;
+    for (k, o) in out.iter_mut().enumerate() {
+        let s: u32 = rows.iter().map(|r| r[k] as u32).sum();
+        *o = if 2 * s != half {
+            (2 * s > half) as u8
+        } else {
+            (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8
+        };
+    }
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
     for (i, z0) in (0..nz).step_by(depth).enumerate() {
         let n = depth.min(nz - z0) * nxy;
         let volumes = arrays.iter().map(|(a, dt)| chunk(a, *dt, i as u64, n)).collect::<Result<Vec<_>, _>>()?;
-        let slab = CaseSlab { z0, nz: n / nxy, volumes: &volumes, layout: &layout };
+        let slab = CaseSlab::new(z0, n / nxy, &volumes, &layout);
         let mut ids = vec![0u8; n];
         for c in (0..classes.len()).rev() {
             mask.resize(n, 0);
