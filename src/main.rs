@@ -60,6 +60,39 @@ fn purge_allocator() {
     }
 }
 
+/// The calling thread's jemalloc arena (`thread.arena`).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+fn thread_arena() -> Option<u32> {
+    let mut arena: u32 = 0;
+    let mut len = std::mem::size_of::<u32>();
+    // SAFETY: a documented mallctl reading an unsigned into a buffer of its size.
+    let r = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"thread.arena".as_ptr(),
+            (&mut arena as *mut u32).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (r == 0).then_some(arena)
+}
+
+/// Binds the calling thread to jemalloc arena `arena` (`thread.arena`).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+fn bind_thread_arena(mut arena: u32) {
+    // SAFETY: a documented mallctl writing an unsigned of its size.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"thread.arena".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            (&mut arena as *mut u32).cast(),
+            std::mem::size_of::<u32>(),
+        );
+    }
+}
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -228,6 +261,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     #[cfg(all(target_os = "linux", not(target_env = "musl")))]
     slabflow::pipeline::budget::set_memory_release(purge_allocator);
+    #[cfg(all(target_os = "linux", not(target_env = "musl")))]
+    slabflow::pipeline::flow::set_thread_arena(thread_arena, bind_thread_arena);
     // The pool's threads (chunk compression, stage kernels) yield to the reader threads when
     // both want a core: inflating a .nii.gz is one stream on one core, the critical path of
     // a conversion, while the pool's work can wait a moment.
@@ -410,10 +445,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { output } => {
+            // Why the corpus was not counted, when it was not.
+            let why = std::cell::RefCell::new(String::new());
             let discover = |m: &slabflow::checkpoint::Manifest| {
-                Pipeline::saved_in(m, &output)
+                let p = Pipeline::saved_in(m, &output)
+                    .map_err(|e| {
+                        let kinds = e.problems.iter().any(|p| p.contains("unknown kind"));
+                        *why.borrow_mut() = if kinds {
+                            "its pipeline has stage kinds this slabflow does not have (a program that registers them reads it)".into()
+                        } else {
+                            format!("its saved pipeline does not load: {}", e.problems.join("; "))
+                        };
+                    })
+                    .ok()?;
+                slabflow::input::discover(&p.input)
+                    .map_err(|e| *why.borrow_mut() = format!("the corpus cannot be read now: {e}"))
                     .ok()
-                    .and_then(|p| slabflow::input::discover(&p.input).ok())
                     .map(|cases| cases.len())
             };
             let st = match slabflow::checkpoint::status(&output, discover) {
@@ -434,7 +481,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     n.saturating_sub(st.done + st.failed.len())
                 ),
                 None => {
-                    println!("cases:    {} done, {} failed (the corpus cannot be read now)", st.done, st.failed.len())
+                    println!("cases:    {} done, {} failed (not counted: {})", st.done, st.failed.len(), why.borrow())
                 }
             }
             for sh in &st.shards {

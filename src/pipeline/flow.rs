@@ -16,8 +16,12 @@
 //!
 //! Why a thread per node, measured on 2 cores (benches/README.md, "The engine"): with the
 //! stages called one after another per slab, each waited at the end of every slab for the
-//! slowest thread of the one before (a class with the liver, say), and the second core idled
-//! there; as threads, a stage's tail overlaps the next stage's work, and `read` overlaps all.
+//! slowest thread of the one before (a class with the liver, one gzip member of an export),
+//! and the second core idled there; as threads, a stage's tail overlaps the next stage's work
+//! and `read` overlaps all: the loop's case streams 12 % faster. Where two cases at a time
+//! already keep both cores busy (the contract pipeline) nothing is left to fill, and the
+//! figures stay within the machine's run-to-run spread. Node threads are new for each case and
+//! take the allocator arena of the case's worker thread ([`set_thread_arena`]).
 //!
 //! Invariants:
 //! - every channel is bounded ([`CHANNEL_CAPACITY`]) and slab sets come from a pool of
@@ -225,6 +229,37 @@ fn send(outputs: &[Sender<Msg>], msg: Msg, times: &mut Times) -> bool {
     ok
 }
 
+/// How a node thread takes the allocator arena of the thread that streams its case.
+static ARENA: std::sync::OnceLock<ArenaHooks> = std::sync::OnceLock::new();
+
+/// Reads the calling thread's arena; binds the calling thread to one.
+type ArenaHooks = (fn() -> Option<u32>, fn(u32));
+
+/// Registers how to read the calling thread's allocator arena and how to bind the calling
+/// thread to one (the binary's allocator: `slabflow` does it with jemalloc's `thread.arena`).
+/// Node threads are new for each case; bound to their case's worker thread's arena, what one
+/// case freed is what the next case of that worker allocates, as when its stages ran on the
+/// worker thread. Unbound, jemalloc spread them over its arenas and kept the pages an earlier
+/// case freed in other arenas: one case of the contract pipeline then peaked at 620 or 840 MiB
+/// by the luck of the draw (benches/README.md, "The engine"). Without one, nothing is bound.
+pub fn set_thread_arena(get: fn() -> Option<u32>, bind: fn(u32)) {
+    let _ = ARENA.set((get, bind));
+}
+
+/// Spawns a node on `s`, bound to `arena` (the case's worker thread's).
+fn spawn_node<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    arena: Option<u32>,
+    node: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    s.spawn(move || {
+        if let (Some(a), Some((_, bind))) = (arena, ARENA.get()) {
+            bind(a);
+        }
+        node()
+    })
+}
+
 /// The error of a node that panicked, with the panic's message.
 fn panicked(node: &str, e: Box<dyn std::any::Any + Send>) -> String {
     let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -305,12 +340,13 @@ pub fn stream(
     let mut stopped = false;
 
     let stage_count = stages.len();
+    let arena = ARENA.get().and_then(|(get, _)| get());
     let (read_result, node_times) = std::thread::scope(|s| {
         let failure = &failure;
         // read
         let stopped = &mut stopped;
         let marked = answer_tx.clone();
-        let reader = s.spawn(move || -> ReadDone {
+        let reader = spawn_node(s, arena, move || -> ReadDone {
             let mut times = Times::default();
             let (mut slabs, mut bytes) = (slabs0, bytes0);
             let (back, returned) = bounded::<Vec<Voxels>>(SLABS_IN_FLIGHT);
@@ -395,7 +431,7 @@ pub fn stream(
         // consensus
         let consensus = consensus_in.map(|input| {
             let wanted = &wanted;
-            s.spawn(move || {
+            spawn_node(s, arena, move || {
                 let mut times = Times::default();
                 let pool: Pool<ClassMasks> = Pool::new(SHARED_IN_FLIGHT);
                 let inputs = [input];
@@ -430,7 +466,7 @@ pub fn stream(
         // convert
         let answers = answer_tx.clone();
         let converter = convert.zip(convert_in).map(|(write, input)| {
-            s.spawn(move || {
+            spawn_node(s, arena, move || {
                 let mut times = Times::default();
                 let inputs = [input];
                 while let Some(msg) = receive(&inputs, &mut times, failure) {
@@ -463,7 +499,7 @@ pub fn stream(
         for (i, ((stage, inputs), outputs)) in stages.iter_mut().zip(stage_in).zip(stage_out).enumerate() {
             let answers = answer_tx.clone();
             let name = names[i];
-            stage_threads.push(s.spawn(move || {
+            stage_threads.push(spawn_node(s, arena, move || {
                 let mut times = Times::default();
                 while let Some(msg) = receive(&inputs, &mut times, failure) {
                     let msg = match msg {
