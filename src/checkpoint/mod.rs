@@ -592,7 +592,7 @@ pub fn compare_inputs(recorded: &[InputStamp], now: &[(String, PathBuf)], quick:
 /// computes it while streaming).
 pub fn file_digest(path: &Path) -> std::io::Result<u64> {
     use std::io::Read;
-    let mut f = File::open(path)?;
+    let mut f = crate::files::objects::open_read(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -625,9 +625,8 @@ pub struct InputStamp {
 
 impl InputStamp {
     pub fn of(path: &Path, group: &str) -> std::io::Result<InputStamp> {
-        let m = std::fs::metadata(path)?;
-        let modified_ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Ok(InputStamp { path: path.to_owned(), group: group.to_owned(), len: m.len(), modified_ns, digest: None })
+        let (len, modified_ns) = crate::files::objects::size_and_time(path)?;
+        Ok(InputStamp { path: path.to_owned(), group: group.to_owned(), len, modified_ns, digest: None })
     }
 }
 

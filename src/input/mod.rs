@@ -2,7 +2,8 @@
 //!
 //! Cases are discovered by expanding the `ct` template under `[input] root`; the other
 //! templates are filled per case. `dataset` comes from the metadata CSV when given, else from
-//! `{dataset}` in the CT path, else is empty. Case ids are unique and sorted.
+//! `{dataset}` in the CT path, else is empty. Case ids are unique and sorted. The root may be
+//! local or `s3://BUCKET/PREFIX` ([`crate::files::objects`]: listed once, files streamed).
 
 mod config;
 mod template;
@@ -10,12 +11,16 @@ mod template;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::files::objects;
+
 pub use config::{InputConfig, Templates};
 pub use template::{Bindings, PLACEHOLDERS, Template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("input root {0} does not exist or is not a directory; set [input] root or pass --input DIR")]
+    #[error(
+        "input root {0} does not exist, is not a directory or holds no object; set [input] root or pass --input DIR (or s3://BUCKET/PREFIX)"
+    )]
     NoRoot(PathBuf),
     #[error("no case matches [input] ct = \"{template}\" under {root}; check the template and --input")]
     NoCases { template: String, root: PathBuf },
@@ -23,6 +28,11 @@ pub enum InputError {
     Duplicate { id: String, a: PathBuf, b: PathBuf },
     #[error("metadata {path}: {message}")]
     Metadata { path: PathBuf, message: String },
+    #[error("listing the input root: {source}")]
+    Listing {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -94,7 +104,11 @@ pub struct VolumeRef {
 /// Finds every case of the pipeline, sorted by id.
 pub fn discover(input: &InputConfig) -> Result<Vec<Case>, InputError> {
     let root = &input.root;
-    if !root.is_dir() {
+    if objects::is_object(root) {
+        // One listing of the bucket under the root: the templates walk it, the stamps read it.
+        objects::list_root(root).map_err(|source| InputError::Listing { source })?;
+    }
+    if !objects::is_dir(root) {
         return Err(InputError::NoRoot(root.clone()));
     }
     let found = input.templates.ct.discover(root).map_err(|source| InputError::Io { path: root.clone(), source })?;
@@ -123,7 +137,7 @@ pub fn discover(input: &InputConfig) -> Result<Vec<Case>, InputError> {
 /// Reads `case_id,dataset` rows (header required; other columns ignored).
 fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>, InputError> {
     let err = |message: String| InputError::Metadata { path: path.to_owned(), message };
-    let mut reader = csv::Reader::from_path(path).map_err(|e| err(e.to_string()))?;
+    let mut reader = csv::Reader::from_reader(objects::open_read(path).map_err(|e| err(e.to_string()))?);
     let headers = reader.headers().map_err(|e| err(e.to_string()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (Some(ci), Some(di)) = (col("case_id"), col("dataset")) else {

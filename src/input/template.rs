@@ -3,10 +3,13 @@
 //! A template is split into `/`-separated components; discovery walks the directory tree one
 //! component at a time, matching each entry name against the component's literal pieces and
 //! placeholders (a placeholder matches one or more characters, never `/`; a placeholder used
-//! twice must bind the same value). A template ending in `.nii.gz` also matches `.nii`.
+//! twice must bind the same value). A template ending in `.nii.gz` also matches `.nii`. Under an
+//! `s3://` root the walk goes through the bucket's listing ([`crate::files::objects`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::files::objects::{is_dir, is_file, read_dir};
 
 pub const PLACEHOLDERS: &[&str] = &["case", "dataset", "model", "class"];
 
@@ -95,12 +98,12 @@ impl Template {
     /// returns that. `None` when neither exists.
     pub fn find(&self, root: &Path, bindings: &Bindings) -> Option<PathBuf> {
         let path = self.fill(root, bindings);
-        if path.exists() {
+        if is_file(&path) {
             return Some(path);
         }
         let s = path.to_str()?;
         let alt = PathBuf::from(s.strip_suffix(".gz")?);
-        (s.ends_with(".nii.gz") && alt.exists()).then_some(alt)
+        (s.ends_with(".nii.gz") && is_file(&alt)).then_some(alt)
     }
 
     /// Every existing file under `root` that matches, with its bindings, sorted by path.
@@ -129,30 +132,17 @@ impl Template {
             }
             for name in candidates {
                 let path = dir.join(&name);
-                if last && path.is_file() {
+                if last && is_file(&path) {
                     out.push((path, bound.clone()));
                     break;
-                } else if !last && path.is_dir() {
+                } else if !last && is_dir(&path) {
                     self.walk(&path, depth + 1, bound, out)?;
                 }
             }
             return Ok(());
         }
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).collect();
-        names.sort_by_key(|e| e.file_name());
         let gz_alt = last && matches!(comp.last(), Some(Piece::Lit(l)) if l.ends_with(".nii.gz"));
-        for entry in names {
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
+        for name in read_dir(dir)? {
             let mut b = bound.clone();
             let matched = match_pieces(comp, &name, &mut b)
                 || (gz_alt && {
@@ -162,12 +152,12 @@ impl Template {
             if !matched {
                 continue;
             }
-            let path = entry.path();
+            let path = dir.join(&name);
             if last {
-                if path.is_file() {
+                if is_file(&path) {
                     out.push((path, b));
                 }
-            } else if path.is_dir() {
+            } else if is_dir(&path) {
                 self.walk(&path, depth + 1, &b, out)?;
             }
         }

@@ -6,6 +6,9 @@
 //! parallel compressors (pigz, bgzip) would fail there with `UnexpectedEof`; that is why the
 //! stream is opened here and only the header is delegated.
 //!
+//! An object (`s3://…`) is read on one GET as it arrives, gzip or not: a remote file is never
+//! mapped or downloaded whole ([`crate::files::objects`]).
+//!
 //! Invariant: slabs come out in file order, each exactly `nz` slices, and the reader holds at
 //! most one slab of raw bytes; a file shorter than its header promises is a [`NiftiError::Truncated`]
 //! naming the slice where it ended. Every byte of the file passes through an xxh3-64 hasher on
@@ -22,15 +25,25 @@ use flate2::read::MultiGzDecoder;
 use memmap2::Mmap;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::files::objects;
+
 use super::{Header, NiftiError, Voxels};
 
 const GZ_BUFFER: usize = 1 << 18;
+
+/// The bytes of a file as they arrive: a local file, or an object's GET
+/// ([`crate::files::objects`]).
+type Bytes = BufReader<Hashed<Box<dyn Read + Send>>>;
 
 enum Source {
     /// The map and the hasher of its bytes up to where the reader is.
     Mapped(Mmap, Box<Xxh3>),
     Gzip {
-        stream: Box<MultiGzDecoder<BufReader<Hashed<File>>>>,
+        stream: Box<MultiGzDecoder<Bytes>>,
+    },
+    /// An uncompressed object, streamed (no map of a remote file).
+    Raw {
+        stream: Box<Bytes>,
     },
 }
 
@@ -66,28 +79,37 @@ impl VolumeReader {
     }
 
     fn open_inner(path: &Path) -> Result<VolumeReader, NiftiError> {
-        let mut file = File::open(path)?;
+        let object = objects::is_object(path);
+        let mut first = objects::open_read(path)?;
         let mut magic = [0u8; 2];
-        let n = read_up_to(&mut file, &mut magic)?;
-        drop(file);
-        if n == 2 && magic == [0x1f, 0x8b] {
-            let file = Hashed { inner: File::open(path)?, hasher: Xxh3::new() };
-            let mut stream = Box::new(MultiGzDecoder::new(BufReader::with_capacity(GZ_BUFFER, file)));
-            let header = Header::parse(&mut *stream).map_err(gz_error)?;
-            let header_size = match header.version {
-                super::Version::Nifti1 => 348u64,
-                super::Version::Nifti2 => 540,
+        let n = read_up_to(&mut first, &mut magic)?;
+        // An object is read on one GET: the sniffed bytes go back in front of the rest. A
+        // local file is opened again (or mapped).
+        let again = |first: Box<dyn Read + Send>| -> std::io::Result<Bytes> {
+            let inner: Box<dyn Read + Send> = if object {
+                Box::new(std::io::Cursor::new(magic[..n].to_vec()).chain(first))
+            } else {
+                drop(first);
+                Box::new(File::open(path)?)
             };
-            let skip = header.vox_offset - header_size;
-            let skipped = std::io::copy(&mut (&mut *stream).take(skip), &mut std::io::sink()).map_err(gz_io)?;
-            if skipped != skip {
-                return Err(NiftiError::Truncated(format!(
-                    "the file ends before the voxel data at byte {}",
-                    header.vox_offset
-                )));
-            }
+            Ok(BufReader::with_capacity(GZ_BUFFER, Hashed { inner, hasher: Xxh3::new() }))
+        };
+        let header_size = |h: &Header| match h.version {
+            super::Version::Nifti1 => 348u64,
+            super::Version::Nifti2 => 540,
+        };
+        if n == 2 && magic == [0x1f, 0x8b] {
+            let mut stream = Box::new(MultiGzDecoder::new(again(first)?));
+            let header = Header::parse(&mut *stream).map_err(gz_error)?;
+            skip_to_voxels(&mut *stream, &header, header_size(&header)).map_err(gz_error)?;
             Ok(VolumeReader { path: path.to_owned(), header, source: Source::Gzip { stream }, z: 0, digest: None })
+        } else if object {
+            let mut stream = Box::new(again(first)?);
+            let header = Header::parse(&mut *stream)?;
+            skip_to_voxels(&mut *stream, &header, header_size(&header))?;
+            Ok(VolumeReader { path: path.to_owned(), header, source: Source::Raw { stream }, z: 0, digest: None })
         } else {
+            drop(first);
             let file = File::open(path)?;
             // SAFETY: the map is read-only; slabflow never writes its inputs. A file truncated by
             // another process while mapped would fault; inputs are not expected to change mid-run.
@@ -149,6 +171,22 @@ impl VolumeReader {
                     self.digest = Some(hasher.digest());
                 }
             }
+            Source::Raw { stream } => {
+                let bytes = out.fill_bytes(nz * slice / self.header.datatype.size());
+                if let Err(e) = stream.read_exact(bytes) {
+                    let msg = format!("the data ends before slice {} of {}", self.z + nz, self.header.shape()[2]);
+                    return Err(match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => NiftiError::Truncated(msg),
+                        _ => NiftiError::Io(e),
+                    }
+                    .at(&self.path));
+                }
+                out.to_native(endian);
+                if self.z + nz == self.header.shape()[2] {
+                    std::io::copy(stream, &mut std::io::sink()).map_err(|e| NiftiError::Io(e).at(&self.path))?;
+                    self.digest = Some(stream.get_ref().hasher.digest());
+                }
+            }
             Source::Gzip { stream } => {
                 // Inflate straight into the typed buffer; swap afterwards if the file is of the
                 // other byte order.
@@ -196,10 +234,15 @@ impl VolumeReader {
             let start = self.header.vox_offset as usize + self.z * self.header.slice_bytes();
             hash_and_release(map, hasher, start, start + nz * self.header.slice_bytes());
         }
-        if let Source::Gzip { stream } = &mut self.source {
+        let stream: Option<&mut dyn Read> = match &mut self.source {
+            Source::Gzip { stream } => Some(&mut **stream),
+            Source::Raw { stream } => Some(&mut **stream),
+            Source::Mapped(..) => None,
+        };
+        if let Some(stream) = stream {
             let want = (nz * self.header.slice_bytes()) as u64;
-            let got = std::io::copy(&mut (&mut **stream).take(want), &mut std::io::sink())
-                .map_err(|e| gz_io(e).at(&self.path))?;
+            let got =
+                std::io::copy(&mut stream.take(want), &mut std::io::sink()).map_err(|e| gz_io(e).at(&self.path))?;
             if got != want {
                 let z = self.z + (got / self.header.slice_bytes() as u64) as usize;
                 let msg = format!("the data ends in slice {z} of {}", self.header.shape()[2]);
@@ -228,6 +271,19 @@ fn hash_and_release(map: &Mmap, hasher: &mut Xxh3, a: usize, b: usize) {
         }
         at = end;
     }
+}
+
+/// Reads past the extension bytes between the header and `vox_offset`.
+fn skip_to_voxels(stream: &mut dyn Read, header: &Header, header_size: u64) -> Result<(), NiftiError> {
+    let skip = header.vox_offset - header_size;
+    let skipped = std::io::copy(&mut stream.take(skip), &mut std::io::sink())?;
+    if skipped != skip {
+        return Err(NiftiError::Truncated(format!(
+            "the file ends before the voxel data at byte {}",
+            header.vox_offset
+        )));
+    }
+    Ok(())
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

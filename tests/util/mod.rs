@@ -2,6 +2,8 @@
 //! reference environment (nibabel, zarr-python, nifti-zarr, surface-distance).
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

