@@ -28,6 +28,9 @@ fn a_corpus_in_a_bucket_gives_the_outputs_of_the_same_corpus_on_disk() {
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
     util::synth(&corpus, 2, [40, 36, 20]);
+    // synth writes the second case's CT as `.nii`: that object streams too (on disk it is
+    // mapped).
+    assert!(corpus.join("BDMAP_00000002/ct.nii").is_file());
     s3.upload(&corpus, "corpora", "round1");
     let p = util::convert_pipeline(t.path(), STAGES);
 

@@ -247,6 +247,23 @@ impl Pipeline {
         if let Some(m) = &overrides.memory_limit {
             runtime.memory_limit = m.clone();
         }
+        // `file://` URLs are local paths; `s3://` roots are read from a bucket
+        // (crate::files::objects).
+        let lossy = |p: &Path| p.to_string_lossy().into_owned();
+        input.root = crate::files::objects::local(&lossy(&input.root));
+        output.dir = crate::files::objects::local(&lossy(&output.dir));
+        if ["http://", "https://"].iter().any(|s| lossy(&input.root).starts_with(s)) {
+            problems.push(format!(
+                "input.root = \"{}\": HTTP mirrors are not read yet; use s3://BUCKET/PREFIX or a local path",
+                input.root.display()
+            ));
+        }
+        if lossy(&output.dir).contains("://") {
+            problems.push(format!(
+                "output.dir = \"{}\": outputs are written to a local or shared disk (a bucket output is not written yet)",
+                output.dir.display()
+            ));
+        }
         if !overrides.paths_later && input.root.as_os_str().is_empty() {
             problems.push("input.root is missing: set [input] root = \"…\", or give --input DIR".into());
         }
