@@ -21,14 +21,42 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-/// Chunks of a GET in flight between the network and the reader (each a few to tens of KiB).
+/// Chunks of a GET in flight between the network and the reader. Measured on a full-size case
+/// (28 objects, 121 MB) from SeaweedFS on loopback: 16 read as fast as the local disk (1.65–
+/// 1.80 s against 1.67–1.82 s), 8 and 4 were 5–10 % slower for 18 and 29 MiB less.
 pub const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// What one streaming GET holds, for the memory budget: its chunks in flight and the HTTP
+/// client's buffers. The same case peaked 74 MiB higher from the bucket than from disk, 2.6 MiB
+/// per object.
+pub const READER_BYTES: u64 = 3 << 20;
+
+/// Requests made to object storage by this process, and the bytes its GETs brought.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Requests {
+    pub gets: u64,
+    pub heads: u64,
+    pub lists: u64,
+    pub bytes: u64,
+}
+
+static GETS: AtomicU64 = AtomicU64::new(0);
+static HEADS: AtomicU64 = AtomicU64::new(0);
+static LISTS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The requests so far.
+pub fn requests() -> Requests {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Requests { gets: l(&GETS), heads: l(&HEADS), lists: l(&LISTS), bytes: l(&BYTES) }
+}
 
 /// Whether `path` names an object (`s3://…`).
 pub fn is_object(path: &Path) -> bool {
@@ -150,6 +178,7 @@ impl Listing {
         let (store, prefix) = locate(&key)?;
         let url = key.to_string_lossy().into_owned();
         let objects = runtime().block_on(async {
+            LISTS.fetch_add(1, Ordering::Relaxed);
             let mut out = BTreeMap::new();
             let mut list = store.list(if prefix.as_ref().is_empty() { None } else { Some(&prefix) });
             while let Some(meta) = list.next().await {
@@ -237,6 +266,7 @@ pub fn stat(path: &Path) -> io::Result<Meta> {
     }
     let (store, key) = locate(path)?;
     let url = path.display().to_string();
+    HEADS.fetch_add(1, Ordering::Relaxed);
     let meta = runtime().block_on(store.head(&key)).map_err(|e| io_error(&url, e))?;
     Ok(Meta { size: meta.size, modified_ns: meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from) })
 }
@@ -253,17 +283,32 @@ pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The first `len` bytes of the object `path` (fewer if it is shorter), on one range GET.
+pub fn read_prefix(path: &Path, len: u64) -> io::Result<bytes::Bytes> {
+    let (store, key) = locate(path)?;
+    let url = path.display().to_string();
+    GETS.fetch_add(1, Ordering::Relaxed);
+    let size = stat(path)?.size;
+    let bytes = runtime().block_on(store.get_range(&key, 0..len.min(size))).map_err(|e| io_error(&url, e))?;
+    BYTES.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(bytes)
+}
+
 /// The object `path`, streamed: its bytes as they arrive on one GET.
 pub fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
     let (store, key) = locate(path)?;
     let url = path.display().to_string();
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_IN_FLIGHT);
+    GETS.fetch_add(1, Ordering::Relaxed);
     let task = runtime().spawn(async move {
         match store.get(&key).await {
             Ok(r) => {
                 let mut stream = r.into_stream();
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| io_error(&url, e));
+                    if let Ok(c) = &chunk {
+                        BYTES.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    }
                     let failed = chunk.is_err();
                     if tx.send(chunk).await.is_err() || failed {
                         break; // the reader is gone, or the error is passed on

@@ -133,6 +133,24 @@ impl VolumeReader {
         }
     }
 
+    /// The header of `path` alone: for an object, from one range GET of its first 64 KiB
+    /// (a header and its extensions, compressed or not, lie well within), not a stream of the
+    /// whole file; for a local file, as [`VolumeReader::open`] reads it.
+    pub fn read_header(path: &Path) -> Result<Header, NiftiError> {
+        if !objects::is_object(path) {
+            return VolumeReader::open(path).map(|r| r.header);
+        }
+        let read = || -> Result<Header, NiftiError> {
+            let bytes = objects::read_prefix(path, 64 << 10)?;
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                Header::parse(&mut MultiGzDecoder::new(&bytes[..])).map_err(gz_error)
+            } else {
+                Header::parse(&bytes[..])
+            }
+        };
+        read().map_err(|e| e.at(path))
+    }
+
     pub fn header(&self) -> &Header {
         &self.header
     }

@@ -60,7 +60,7 @@ pub struct CaseMemory {
     pub slab_set: u64,
     /// The slab sets alive at once ([`SLABS_IN_FLIGHT`]).
     pub slab_sets: u64,
-    /// The gzip readers' buffers.
+    /// The gzip readers' buffers (and a streaming GET's, for a corpus in a bucket).
     pub readers: u64,
     /// Per-thread encoding scratch of the input writes (a converted chunk and its compressed
     /// copy).
@@ -90,7 +90,12 @@ pub fn case_memory_parts(headers: &[Header], depth: usize, p: &Pipeline) -> Case
         .iter()
         .map(|s| s.memory(headers[0].shape(), headers[0].spacing(), depth, p.input.models.len(), p.input.classes.len()))
         .collect();
-    let readers = headers.len() as u64 * READER_BYTES;
+    let per_reader = if crate::files::objects::is_object(&p.input.root) {
+        READER_BYTES + crate::files::objects::READER_BYTES
+    } else {
+        READER_BYTES
+    };
+    let readers = headers.len() as u64 * per_reader;
     let all: Vec<&crate::stages::StageConfig> = p.stages.iter().collect();
     let shared = crate::stages::shared::memory(&all, headers[0].shape(), depth, p.input.classes.len());
     let heap = SLABS_IN_FLIGHT as u64 * slab_set + convert + readers + stages.iter().sum::<u64>() + shared;
@@ -139,6 +144,12 @@ pub fn ct_storage(h: &Header) -> DataType {
     } else {
         DataType::F64
     }
+}
+
+/// The headers of every file of `case`, CT first (for planning: an object's header is read
+/// with one small range request, not a stream of the file).
+pub fn case_headers(case: &Case, p: &Pipeline) -> Result<Vec<Header>, String> {
+    case.volumes(&p.input)?.iter().map(|v| VolumeReader::read_header(&v.path).map_err(|e| e.to_string())).collect()
 }
 
 /// Opens every file of `case` and checks it is on the CT's grid; errors name the file.

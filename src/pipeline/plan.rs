@@ -71,13 +71,11 @@ fn nominal(p: &Pipeline) -> Vec<Header> {
 
 /// The plan of `p`.
 pub fn plan(p: &Pipeline) -> Plan {
-    let first = crate::input::discover(&p.input)
-        .ok()
-        .and_then(|cases| cases.into_iter().find_map(|c| case::open_case(&c, p).ok().map(|o| (c.id, o))));
+    let first = crate::input::discover(&p.input).ok().and_then(|cases| {
+        cases.into_iter().find_map(|c| Some((c.volumes(&p.input).ok()?, case::case_headers(&c, p).ok()?, c.id)))
+    });
     let (case, kinds, headers): (String, Vec<InputKind>, Vec<Header>) = match first {
-        Some((id, (vols, readers))) => {
-            (id, vols.iter().map(|v| v.role.kind()).collect(), readers.iter().map(|r| r.header().clone()).collect())
-        }
+        Some((vols, headers, id)) => (id, vols.iter().map(|v| v.role.kind()).collect(), headers),
         None => {
             let headers = nominal(p);
             let mut kinds = vec![InputKind::Ct];

@@ -94,6 +94,16 @@ impl RunSummary {
             self.peak_rss.map(|b| format!(", peak memory {}", human_bytes(b))).unwrap_or_default(),
             self.output.display()
         );
+        let r = crate::files::objects::requests();
+        if r != Default::default() {
+            eprintln!(
+                "Object storage: {} GET ({}), {} HEAD, {} LIST request(s).",
+                r.gets,
+                human_bytes(r.bytes),
+                r.heads,
+                r.lists
+            );
+        }
         if let Some(r) = &self.ranking {
             let flagged = r.iter().filter(|r| r.flagged).count();
             eprintln!("Ranking: {flagged} of {} cases flagged for revision; top by attention size:", r.len());
@@ -151,8 +161,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let headers: Vec<_> = triage(p, &cases, &earlier, true)
         .into_iter()
         .filter(|(_, w)| !w.is_keep())
-        .find_map(|(c, _)| case::open_case(c, p).ok())
-        .map(|(_, readers)| readers.iter().map(|r| r.header().clone()).collect())
+        .find_map(|(c, _)| case::case_headers(c, p).ok())
         .unwrap_or_default();
     let per_case = if headers.is_empty() { 0 } else { case::case_memory(&headers, p.runtime.slab_depth, p) };
     if per_case > budget.available() {
