@@ -156,7 +156,7 @@ enum Command {
     /// the paper, flagged cases marked) and the ranking table.
     Report {
         /// The run's output directory (with ranking.csv).
-        #[arg(long)]
+        #[arg(long, value_parser = output_dir)]
         output: PathBuf,
         /// Where to write the page (default: OUTPUT/report.html).
         #[arg(long)]
@@ -166,7 +166,7 @@ enum Command {
     /// shard has finished: the same bytes as a single-node run.
     Merge {
         /// The output directory the shards share.
-        #[arg(long)]
+        #[arg(long, value_parser = output_dir)]
         output: PathBuf,
     },
     /// Write (and with --submit, submit) a SLURM array job running a pipeline in N shards,
@@ -220,7 +220,7 @@ enum Command {
     /// Tell what a run in an output directory has done, failed and left.
     Status {
         /// The output directory of the run.
-        #[arg(long)]
+        #[arg(long, value_parser = output_dir)]
         output: PathBuf,
     },
     /// Check a pipeline file and report every problem at once.
@@ -255,6 +255,15 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         cases: usize,
     },
+}
+
+/// An existing output directory: a path, or a `file://` URL (a bucket output is not written
+/// yet).
+fn output_dir(s: &str) -> Result<PathBuf, String> {
+    if s.contains("://") && !s.starts_with("file://") {
+        return Err(format!("{s}: outputs are on a local or shared disk (a bucket output is not written yet)"));
+    }
+    Ok(slabflow::files::objects::local(s))
 }
 
 fn main() -> ExitCode {

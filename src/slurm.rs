@@ -75,7 +75,12 @@ impl ArrayJob<'_> {
         let (exe, pipeline, input) = (
             quote(&exe.to_string_lossy()),
             quote(&absolute(&self.pipeline)?.to_string_lossy()),
-            quote(&absolute(&self.p.input.root)?.to_string_lossy()),
+            // A bucket root is named as it is; a local one absolutely (jobs start elsewhere).
+            quote(&if crate::files::objects::is_object(&self.p.input.root) {
+                self.p.input.root.to_string_lossy().into_owned()
+            } else {
+                absolute(&self.p.input.root)?.to_string_lossy().into_owned()
+            }),
         );
         let out_q = quote(&out.to_string_lossy());
         let logs = dir.join("logs");

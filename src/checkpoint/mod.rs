@@ -104,7 +104,11 @@ impl Fingerprint {
             pipeline: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
             base: base.to_string(),
             stages: stages.to_string(),
-            input: std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned()),
+            input: if crate::files::objects::is_object(input) {
+                input.to_owned()
+            } else {
+                std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned())
+            },
         }
     }
 }

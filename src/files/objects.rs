@@ -11,10 +11,12 @@
 //! Invariants:
 //! - one tokio runtime per process, for this I/O only ([`runtime`]); callers are plain threads
 //!   that block on it, so the CPU stages never run on it;
-//! - a read streams: the object's bytes arrive on one GET and pass through a bounded channel
-//!   of chunks ([`CHUNKS_IN_FLIGHT`]), never the whole object in memory or on disk;
-//!   `object_store` retries transient failures (5xx, timeouts, resets) with backoff and
-//!   resumes a GET cut mid-body with a range request for the rest (same ETag);
+//! - a read streams: the object's bytes arrive in range GETs of [`SEGMENT_BYTES`], each body
+//!   passed on as it arrives through a bounded channel of chunks ([`CHUNKS_IN_FLIGHT`]) —
+//!   never the whole object in memory or on disk, and no request open for the length of a
+//!   case; `object_store` retries each on transient failures (5xx, timeouts, resets) with
+//!   backoff and resumes one cut mid-body with a range request for the rest; each asks for the
+//!   version (ETag) the listing saw;
 //! - a root is listed once per process ([`Listing`]): discovery, templates and stamps answer
 //!   from that listing, as the corpus was when the run began.
 
@@ -28,12 +30,16 @@ use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-/// Chunks of a GET in flight between the network and the reader. Measured on a full-size case
-/// (28 objects, 121 MB) from SeaweedFS on loopback: 16 read as fast as the local disk (1.65–
-/// 1.80 s against 1.67–1.82 s), 8 and 4 were 5–10 % slower for 18 and 29 MiB less.
+/// Bytes per range GET while an object streams: a request per 16 MiB keeps each short (a case
+/// may stream for minutes) at one round trip per 16 MiB.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// Chunks of a GET's body in flight between the network and the reader. Measured on a
+/// full-size case (28 objects, 121 MB) from SeaweedFS on loopback: 16 read as fast as the
+/// local disk, 8 and 4 were 5–10 % slower for 18 and 29 MiB less.
 pub const CHUNKS_IN_FLIGHT: usize = 16;
 
-/// What one streaming GET holds, for the memory budget: its chunks in flight and the HTTP
+/// What one object being read holds, for the memory budget: its chunks in flight and the HTTP
 /// client's buffers. The same case peaked 74 MiB higher from the bucket than from disk, 2.6 MiB
 /// per object.
 pub const READER_BYTES: u64 = 3 << 20;
@@ -91,7 +97,9 @@ fn locate(path: &Path) -> io::Result<(Arc<dyn ObjectStore>, Key)> {
     if bucket.is_empty() {
         return Err(io::Error::other(format!("{text}: no bucket; write s3://BUCKET/PREFIX")));
     }
-    Ok((bucket_store(bucket)?, Key::from(key.trim_matches('/'))))
+    // Keys as the store lists them (`parse`, not `from`, which would percent-encode `[`, `%`…).
+    let key = Key::parse(key.trim_matches('/')).map_err(|e| io::Error::other(format!("{text}: {e}")))?;
+    Ok((bucket_store(bucket)?, key))
 }
 
 /// One client per bucket, made from the AWS environment.
@@ -138,6 +146,9 @@ fn io_error(url: &str, e: object_store::Error) -> io::Error {
             (K::NotFound, "no such bucket; check the URL and AWS_ENDPOINT_URL".to_string())
         }
         (object_store::Error::NotFound { .. }, _) => (K::NotFound, "no such object".to_string()),
+        (object_store::Error::Precondition { .. }, _) => {
+            (K::Other, "the object changed while it was read (a new version); run again".to_string())
+        }
         (_, "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied") => {
             (K::PermissionDenied, format!("access denied ({code}); {credentials}"))
         }
@@ -158,6 +169,8 @@ pub struct Meta {
     pub size: u64,
     /// Last modified, in nanoseconds since the epoch.
     pub modified_ns: i128,
+    /// The version the store names (a read asks for this one, range after range).
+    pub e_tag: Option<String>,
 }
 
 /// Every object under a root, by key relative to it; listed once per process.
@@ -186,7 +199,7 @@ impl Listing {
                 let full = meta.location.as_ref();
                 let rel = full.strip_prefix(prefix.as_ref()).unwrap_or(full).trim_start_matches('/');
                 let modified_ns = meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from);
-                out.insert(rel.to_string(), Meta { size: meta.size, modified_ns });
+                out.insert(rel.to_string(), Meta { size: meta.size, modified_ns, e_tag: meta.e_tag });
             }
             Ok::<_, io::Error>(out)
         })?;
@@ -216,10 +229,12 @@ impl Listing {
         for (k, _) in self.objects.range(dir.clone()..) {
             let Some(rest) = k.strip_prefix(&dir) else { break };
             let name = rest.split('/').next().unwrap_or(rest);
-            if out.last().is_none_or(|l| l != name) {
+            if !name.is_empty() {
                 out.push(name.to_string());
             }
         }
+        out.sort();
+        out.dedup();
         out
     }
 }
@@ -268,7 +283,8 @@ pub fn stat(path: &Path) -> io::Result<Meta> {
     let url = path.display().to_string();
     HEADS.fetch_add(1, Ordering::Relaxed);
     let meta = runtime().block_on(store.head(&key)).map_err(|e| io_error(&url, e))?;
-    Ok(Meta { size: meta.size, modified_ns: meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from) })
+    let modified_ns = meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from);
+    Ok(Meta { size: meta.size, modified_ns, e_tag: meta.e_tag })
 }
 
 /// Whether the object `path` exists (as listed, or by a HEAD request).
@@ -289,66 +305,126 @@ pub fn read_prefix(path: &Path, len: u64) -> io::Result<bytes::Bytes> {
     let url = path.display().to_string();
     GETS.fetch_add(1, Ordering::Relaxed);
     let size = stat(path)?.size;
+    if size == 0 {
+        return Ok(bytes::Bytes::new());
+    }
     let bytes = runtime().block_on(store.get_range(&key, 0..len.min(size))).map_err(|e| io_error(&url, e))?;
     BYTES.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     Ok(bytes)
 }
 
-/// The object `path`, streamed: its bytes as they arrive on one GET.
+/// The object `path`, streamed: GETs of [`SEGMENT_BYTES`] ranges one after the other, each
+/// body passed on as it arrives through a bounded channel of chunks ([`CHUNKS_IN_FLIGHT`]).
+/// Each range is a request of its own (its own retries and timeout, however long the case
+/// streams), and asks for the version the listing saw: an object replaced while it is read
+/// fails the read instead of mixing two versions.
 pub fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
     let (store, key) = locate(path)?;
+    let meta = stat(path)?;
     let url = path.display().to_string();
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_IN_FLIGHT);
-    GETS.fetch_add(1, Ordering::Relaxed);
-    let task = runtime().spawn(async move {
-        match store.get(&key).await {
-            Ok(r) => {
-                let mut stream = r.into_stream();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| io_error(&url, e));
-                    if let Ok(c) = &chunk {
-                        BYTES.fetch_add(c.len() as u64, Ordering::Relaxed);
-                    }
-                    let failed = chunk.is_err();
-                    if tx.send(chunk).await.is_err() || failed {
-                        break; // the reader is gone, or the error is passed on
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(io_error(&url, e))).await;
-            }
-        }
-    });
-    Ok(Box::new(Streamed { rx, chunk: bytes::Bytes::new(), task }))
+    Ok(Box::new(Segments { store, key, url, size: meta.size, e_tag: meta.e_tag, next: 0, body: None }))
 }
 
-/// A GET as a [`Read`]: chunks from the runtime's task, through a bounded channel.
-struct Streamed {
-    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+/// An object read range after range, as a [`Read`].
+struct Segments {
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    url: String,
+    size: u64,
+    e_tag: Option<String>,
+    /// The first byte not yet asked for.
+    next: u64,
+    /// The range being read.
+    body: Option<Body>,
+}
+
+/// One range GET's body, chunk by chunk; `Ok(None)` marks its end, so a task that died
+/// without one is an error, never a short read.
+struct Body {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Option<bytes::Bytes>>>,
     chunk: bytes::Bytes,
+    done: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Read for Streamed {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(c)) => self.chunk = c,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+impl Segments {
+    /// Starts the GET of the next range.
+    fn ask(&mut self) -> Body {
+        let range = self.next..(self.next + SEGMENT_BYTES).min(self.size);
+        self.next = range.end;
+        GETS.fetch_add(1, Ordering::Relaxed);
+        let (store, key, url) = (self.store.clone(), self.key.clone(), self.url.clone());
+        let opts = object_store::GetOptions {
+            range: Some(range.clone().into()),
+            if_match: self.e_tag.clone(),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let task = runtime().spawn(async move {
+            let mut stream = match store.get_opts(&key, opts).await {
+                Ok(r) => r.into_stream(),
+                Err(e) => {
+                    let _ = tx.send(Err(io_error(&url, e))).await;
+                    return;
+                }
+            };
+            let mut got = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| io_error(&url, e));
+                if let Ok(c) = &chunk {
+                    got += c.len() as u64;
+                    BYTES.fetch_add(c.len() as u64, Ordering::Relaxed);
+                }
+                let failed = chunk.is_err();
+                if tx.send(chunk.map(Some)).await.is_err() || failed {
+                    return; // the reader is gone, or the error is passed on
+                }
             }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        let _ = self.chunk.split_to(n);
-        Ok(n)
+            let end = if got == range.end - range.start {
+                Ok(None)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{url}: bytes {}..{} came back as {got} bytes", range.start, range.end),
+                ))
+            };
+            let _ = tx.send(end).await;
+        });
+        Body { rx, chunk: Default::default(), done: false, task }
     }
 }
 
-impl Drop for Streamed {
+impl Read for Segments {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.body.as_ref().is_none_or(|b| b.done) {
+                if self.next >= self.size {
+                    return Ok(0);
+                }
+                self.body = Some(self.ask());
+            }
+            let body = self.body.as_mut().expect("just set");
+            while body.chunk.is_empty() && !body.done {
+                match body.rx.blocking_recv() {
+                    Some(Ok(Some(c))) => body.chunk = c,
+                    Some(Ok(None)) => body.done = true,
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(io::Error::other(format!("{}: the request ended without its end", self.url))),
+                }
+            }
+            if !body.chunk.is_empty() {
+                let n = buf.len().min(body.chunk.len());
+                buf[..n].copy_from_slice(&body.chunk[..n]);
+                let _ = body.chunk.split_to(n);
+                return Ok(n);
+            }
+        }
+    }
+}
+
+impl Drop for Body {
     fn drop(&mut self) {
-        // A reader dropped early (a failed case) stops its GET.
+        // A reader dropped early (a failed case) stops its request.
         self.task.abort();
     }
 }
