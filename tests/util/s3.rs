@@ -25,7 +25,8 @@ fn free_base() -> u16 {
     let mut seed = t.subsec_nanos() ^ std::process::id();
     for _ in 0..200 {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let base = 20000 + ((seed >> 8) % 2000) as u16 * 10;
+        // Below Linux's ephemeral ports (32768+), with room for the gRPC ports (+10000).
+        let base = 10000 + ((seed >> 8) % 1200) as u16 * 10;
         let free = (1..=5).all(|k| {
             TcpListener::bind(("127.0.0.1", base + k)).is_ok()
                 && TcpListener::bind(("127.0.0.1", base + k + 10000)).is_ok()
@@ -47,7 +48,16 @@ impl SeaweedFs {
             let base = free_base();
             let port = |k: u16| (base + k).to_string();
             let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-            let child = Command::new(&weed)
+            let mut cmd = Command::new(&weed);
+            // SAFETY: prctl in the child before exec: the server dies with the test process,
+            // even one killed without unwinding.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let child = cmd
                 .arg("mini")
                 .arg(format!("-dir={}", dir.path().join("data").display()))
                 .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
@@ -113,6 +123,12 @@ impl SeaweedFs {
 
     /// The environment a slabflow run needs to reach it.
     pub fn env(&self, c: &mut Command) {
+        // Only these: a credential or profile of the machine's must not change what a test sees.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
         c.env("AWS_ACCESS_KEY_ID", KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .env("AWS_ENDPOINT_URL", &self.endpoint)
