@@ -14,9 +14,9 @@
 //! - a read streams: the object's bytes arrive in range GETs of [`SEGMENT_BYTES`], each body
 //!   passed on as it arrives through a bounded channel of chunks ([`CHUNKS_IN_FLIGHT`]) —
 //!   never the whole object in memory or on disk, and no request open for the length of a
-//!   case; `object_store` retries each on transient failures (5xx, timeouts, resets) with
-//!   backoff and resumes one cut mid-body with a range request for the rest; each asks for the
-//!   version (ETag) the listing saw;
+//!   case; `object_store` retries each on transient failures (5xx, timeouts, resets, a store
+//!   restarting) with backoff for about a minute and resumes one cut mid-body with a range
+//!   request for the rest; each asks for the version (ETag) the listing saw;
 //! - a root is listed once per process ([`Listing`]): discovery, templates and stamps answer
 //!   from that listing, as the corpus was when the run began.
 
@@ -109,7 +109,20 @@ fn bucket_store(bucket: &str) -> io::Result<Arc<dyn ObjectStore>> {
     if let Some(s) = stores.get(bucket) {
         return Ok(s.clone());
     }
-    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // Transient failures (5xx, 429, resets, a server restarting) are retried 12 times with
+    // jittered backoff from 0.5 s (each wait drawn up to 3× the one before, at most 15 s): at
+    // least 6 s in all, a minute or two as a rule — longer than a store takes to restart.
+    // (object_store's default, 10 retries from 0.1 s, gave up on a SeaweedFS restart in 3.9 s.)
+    let retry = object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(500),
+            max_backoff: std::time::Duration::from_secs(15),
+            base: 3.0,
+        },
+        max_retries: 12,
+        retry_timeout: std::time::Duration::from_secs(180),
+    };
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
     let endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).unwrap_or_default();
     if !endpoint.is_empty() {
         b = b.with_endpoint(&endpoint);
@@ -157,6 +170,12 @@ fn io_error(url: &str, e: object_store::Error) -> io::Error {
         }
         _ if text.contains("169.254.169.254") || text.contains("Missing AccessKeyId") => {
             (K::PermissionDenied, format!("no credentials found; {credentials}"))
+        }
+        // A server error after the retries: its code and message, not the XML.
+        _ if !code.is_empty() => {
+            let message = text.split("<Message>").nth(1).and_then(|r| r.split("</Message>").next()).unwrap_or("");
+            let retries = text.split("after ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("");
+            (K::Other, format!("{code}: {message} (after {retries})"))
         }
         _ => (K::Other, text),
     };

@@ -46,9 +46,12 @@ pub enum NiftiError {
 impl NiftiError {
     /// Names the file in the message (once).
     pub fn at(self, path: impl Into<PathBuf>) -> NiftiError {
+        let path = path.into();
         match self {
             e @ NiftiError::At { .. } => e,
-            e => NiftiError::At { path: path.into(), source: Box::new(e) },
+            // An object's I/O error names its URL already.
+            NiftiError::Io(e) if e.to_string().starts_with(&*path.to_string_lossy()) => NiftiError::Io(e),
+            e => NiftiError::At { path, source: Box::new(e) },
         }
     }
 }

