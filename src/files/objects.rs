@@ -496,3 +496,36 @@ pub fn size_and_time(path: &Path) -> io::Result<(u64, u64)> {
     let ns = m.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     Ok((m.len(), ns))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(keys: &[&str]) -> Listing {
+        let meta = Meta { size: 1, modified_ns: 0, e_tag: None };
+        Listing { objects: keys.iter().map(|k| (k.to_string(), meta.clone())).collect() }
+    }
+
+    #[test]
+    fn a_listing_answers_as_a_directory_tree() {
+        let l = listing(&["a/ct.nii.gz", "a/p/x.nii.gz", "a/p/y.nii.gz", "a-b/ct.nii", "meta.csv", "z/"]);
+        assert_eq!(l.children(""), ["a", "a-b", "meta.csv", "z"]);
+        assert_eq!(l.children("a"), ["ct.nii.gz", "p"]);
+        assert_eq!(l.children("a/p"), ["x.nii.gz", "y.nii.gz"]);
+        assert!(l.children("a/ct.nii.gz").is_empty());
+        assert!(l.is_dir("") && l.is_dir("a") && l.is_dir("a/p") && l.is_dir("a-b"));
+        assert!(!l.is_dir("a/ct.nii.gz") && !l.is_dir("b") && !l.is_dir("a/"));
+        assert!(l.get("a/p/x.nii.gz").is_some() && l.get("a/p").is_none());
+    }
+
+    #[test]
+    fn paths_name_objects_by_url() {
+        assert!(is_object(Path::new("s3://b/p")) && !is_object(Path::new("/s3/b")));
+        assert_eq!(local("file:///data/corpus"), PathBuf::from("/data/corpus"));
+        assert_eq!(local("corpus"), PathBuf::from("corpus"));
+        let root = Path::new("s3://b/p");
+        let file = root.join("case/ct.nii.gz");
+        assert_eq!(file.to_str(), Some("s3://b/p/case/ct.nii.gz"));
+        assert_eq!(file.strip_prefix(root).unwrap(), Path::new("case/ct.nii.gz"));
+    }
+}
