@@ -1,6 +1,6 @@
 //! Corpora in object storage, against a real S3 server on loopback (SeaweedFS, see
-//! `util::s3`): a corpus read from a bucket gives the outputs the same corpus gives on disk,
-//! byte for byte; reruns see replaced objects; wrong credentials and a missing bucket give one
+//! `util::s3`): a corpus read from a bucket, or from a read-only HTTP mirror, gives the outputs
+//! the same corpus gives on disk, byte for byte; reruns see replaced objects; wrong credentials and a missing bucket give one
 //! clear error naming the URL and write nothing.
 
 mod util;
@@ -41,6 +41,11 @@ fn a_corpus_in_a_bucket_gives_the_outputs_of_the_same_corpus_on_disk() {
     let o = run_from(&s3, &p, "s3://corpora/round1", &remote, &[]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     assert_eq!(util::outputs(&remote), util::outputs(&local), "a bucket corpus and a disk corpus differ");
+    // The same objects on a read-only HTTP mirror (the server's filer): cases from meta.csv.
+    let mirrored = t.path().join("mirrored");
+    let o = run_from(&s3, &p, &format!("{}/buckets/corpora/round1", s3.filer()), &mirrored, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert_eq!(util::outputs(&mirrored), util::outputs(&local), "an HTTP corpus and a disk corpus differ");
 
     // Again: every case is kept (the listing's sizes and times match the records).
     let o = run_from(&s3, &p, "s3://corpora/round1", &remote, &[]);

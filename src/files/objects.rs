@@ -18,7 +18,8 @@
 //!   restarting) with backoff for about a minute and resumes one cut mid-body with a range
 //!   request for the rest; each asks for the version (ETag) the listing saw;
 //! - a root is listed once per process ([`Listing`]): discovery, templates and stamps answer
-//!   from that listing, as the corpus was when the run began.
+//!   from that listing, as the corpus was when the run began; an `http(s)://` mirror cannot be
+//!   listed, so its files are asked for one by one (a HEAD each, kept for the run).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -64,9 +65,14 @@ pub fn requests() -> Requests {
     Requests { gets: l(&GETS), heads: l(&HEADS), lists: l(&LISTS), bytes: l(&BYTES) }
 }
 
-/// Whether `path` names an object (`s3://…`).
+/// Whether `path` names an object (`s3://…`, or `http(s)://…` on a read-only mirror).
 pub fn is_object(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| s.starts_with("s3://"))
+    path.to_str().is_some_and(|s| s.starts_with("s3://")) || is_http(path)
+}
+
+/// Whether `path` is on an HTTP(S) mirror: read-only, and not listable.
+pub fn is_http(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
 }
 
 /// A root as given (`--input`, `[input] root`): a `file://` URL becomes its local path; other
@@ -92,6 +98,11 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 /// The bucket of `path` and the object's key in it.
 fn locate(path: &Path) -> io::Result<(Arc<dyn ObjectStore>, Key)> {
     let text = path.to_str().ok_or_else(|| io::Error::other(format!("{}: not UTF-8", path.display())))?;
+    if let Some((scheme, rest)) = text.split_once("://").filter(|(s, _)| *s == "http" || *s == "https") {
+        let (host, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let key = Key::parse(key.trim_matches('/')).map_err(|e| io::Error::other(format!("{text}: {e}")))?;
+        return Ok((http_store(&format!("{scheme}://{host}"))?, key));
+    }
     let rest = text.strip_prefix("s3://").ok_or_else(|| io::Error::other(format!("{text}: not an s3:// URL")))?;
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
@@ -102,18 +113,13 @@ fn locate(path: &Path) -> io::Result<(Arc<dyn ObjectStore>, Key)> {
     Ok((bucket_store(bucket)?, key))
 }
 
-/// One client per bucket, made from the AWS environment.
-fn bucket_store(bucket: &str) -> io::Result<Arc<dyn ObjectStore>> {
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
-    let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
-    if let Some(s) = stores.get(bucket) {
-        return Ok(s.clone());
-    }
+/// How requests are retried.
+fn retry_config() -> object_store::RetryConfig {
     // Transient failures (5xx, 429, resets, a server restarting) are retried 12 times with
     // jittered backoff from 0.5 s (each wait drawn up to 3× the one before, at most 15 s): at
     // least 6 s in all, a minute or two as a rule — longer than a store takes to restart.
     // (object_store's default, 10 retries from 0.1 s, gave up on a SeaweedFS restart in 3.9 s.)
-    let retry = object_store::RetryConfig {
+    object_store::RetryConfig {
         backoff: object_store::BackoffConfig {
             init_backoff: std::time::Duration::from_millis(500),
             max_backoff: std::time::Duration::from_secs(15),
@@ -121,8 +127,36 @@ fn bucket_store(bucket: &str) -> io::Result<Arc<dyn ObjectStore>> {
         },
         max_retries: 12,
         retry_timeout: std::time::Duration::from_secs(180),
-    };
-    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
+    }
+}
+
+/// One client per HTTP origin.
+fn http_store(origin: &str) -> io::Result<Arc<dyn ObjectStore>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
+    if let Some(s) = stores.get(origin) {
+        return Ok(s.clone());
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        object_store::http::HttpBuilder::new()
+            .with_url(origin)
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+            .with_retry(retry_config())
+            .build()
+            .map_err(|e| io::Error::other(format!("{origin}: {e}")))?,
+    );
+    stores.insert(origin.to_string(), store.clone());
+    Ok(store)
+}
+
+/// One client per bucket, made from the AWS environment.
+fn bucket_store(bucket: &str) -> io::Result<Arc<dyn ObjectStore>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
+    if let Some(s) = stores.get(bucket) {
+        return Ok(s.clone());
+    }
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
     let endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).unwrap_or_default();
     if !endpoint.is_empty() {
         b = b.with_endpoint(&endpoint);
@@ -206,6 +240,12 @@ impl Listing {
         let key = PathBuf::from(root.to_string_lossy().trim_end_matches('/'));
         if let Some(l) = LISTINGS.get_or_init(Default::default).lock().unwrap().get(&key) {
             return Ok(l.clone());
+        }
+        if is_http(&key) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{}: an HTTP root cannot be listed (cases come from [input] metadata)", key.display()),
+            ));
         }
         let (store, prefix) = locate(&key)?;
         let url = key.to_string_lossy().into_owned();
@@ -298,12 +338,20 @@ pub fn stat(path: &Path) -> io::Result<Meta> {
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}: no such object", path.display())));
     }
+    // What a HEAD said, kept for the run (an HTTP mirror is not listed: its files are asked
+    // for one by one, each once).
+    static SEEN: OnceLock<Mutex<HashMap<PathBuf, Meta>>> = OnceLock::new();
+    if let Some(m) = SEEN.get_or_init(Default::default).lock().unwrap().get(path) {
+        return Ok(m.clone());
+    }
     let (store, key) = locate(path)?;
     let url = path.display().to_string();
     HEADS.fetch_add(1, Ordering::Relaxed);
     let meta = runtime().block_on(store.head(&key)).map_err(|e| io_error(&url, e))?;
     let modified_ns = meta.last_modified.timestamp_nanos_opt().map_or(0, i128::from);
-    Ok(Meta { size: meta.size, modified_ns, e_tag: meta.e_tag })
+    let meta = Meta { size: meta.size, modified_ns, e_tag: meta.e_tag };
+    SEEN.get_or_init(Default::default).lock().unwrap().insert(path.to_owned(), meta.clone());
+    Ok(meta)
 }
 
 /// Whether the object `path` exists (as listed, or by a HEAD request).

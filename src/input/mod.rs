@@ -3,7 +3,8 @@
 //! Cases are discovered by expanding the `ct` template under `[input] root`; the other
 //! templates are filled per case. `dataset` comes from the metadata CSV when given, else from
 //! `{dataset}` in the CT path, else is empty. Case ids are unique and sorted. The root may be
-//! local or `s3://BUCKET/PREFIX` ([`crate::files::objects`]: listed once, files streamed).
+//! local, `s3://BUCKET/PREFIX` ([`crate::files::objects`]: listed once, files streamed), or an
+//! `http(s)://` mirror, which cannot be listed: its cases are the metadata CSV's rows.
 
 mod config;
 mod template;
@@ -104,6 +105,9 @@ pub struct VolumeRef {
 /// Finds every case of the pipeline, sorted by id.
 pub fn discover(input: &InputConfig) -> Result<Vec<Case>, InputError> {
     let root = &input.root;
+    if objects::is_http(root) {
+        return discover_listed_in_metadata(input);
+    }
     if objects::is_object(root) {
         // One listing of the bucket under the root: the templates walk it, the stamps read it.
         objects::list_root(root).map_err(|source| InputError::Listing { source })?;
@@ -132,6 +136,38 @@ pub fn discover(input: &InputConfig) -> Result<Vec<Case>, InputError> {
         return Err(InputError::NoCases { template: input.templates.ct.as_str().to_string(), root: root.clone() });
     }
     Ok(cases.into_values().collect())
+}
+
+/// The cases of a root that cannot be listed (an HTTP mirror): the rows of `[input]
+/// metadata`, each case's CT found by filling the template with its id and dataset.
+fn discover_listed_in_metadata(input: &InputConfig) -> Result<Vec<Case>, InputError> {
+    let root = &input.root;
+    let Some(m) = &input.metadata else {
+        return Err(InputError::Metadata {
+            path: root.clone(),
+            message: "an HTTP root cannot be listed: set [input] metadata (a CSV of case_id,dataset) to name the cases"
+                .into(),
+        });
+    };
+    let mut cases = Vec::new();
+    for (id, dataset) in read_metadata(&root.join(m))? {
+        let mut bindings = Bindings::new();
+        bindings.insert("case".into(), id.clone());
+        if input.templates.ct.uses("dataset") {
+            bindings.insert("dataset".into(), dataset.clone());
+        }
+        let Some(ct) = input.templates.ct.find(root, &bindings) else {
+            return Err(InputError::Metadata {
+                path: root.join(m),
+                message: format!("case {id} has no CT at {}", input.templates.ct.fill(root, &bindings).display()),
+            });
+        };
+        cases.push(Case { id, dataset, ct, bindings });
+    }
+    if cases.is_empty() {
+        return Err(InputError::NoCases { template: input.templates.ct.as_str().to_string(), root: root.clone() });
+    }
+    Ok(cases)
 }
 
 /// Reads `case_id,dataset` rows (header required; other columns ignored).

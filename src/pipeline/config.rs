@@ -252,9 +252,9 @@ impl Pipeline {
         let lossy = |p: &Path| p.to_string_lossy().into_owned();
         input.root = crate::files::objects::local(&lossy(&input.root));
         output.dir = crate::files::objects::local(&lossy(&output.dir));
-        if ["http://", "https://"].iter().any(|s| lossy(&input.root).starts_with(s)) {
+        if crate::files::objects::is_http(&input.root) && input.metadata.is_none() {
             problems.push(format!(
-                "input.root = \"{}\": HTTP mirrors are not read yet; use s3://BUCKET/PREFIX or a local path",
+                "input.root = \"{}\": an HTTP mirror cannot be listed; set [input] metadata (case_id,dataset) to name its cases",
                 input.root.display()
             ));
         }

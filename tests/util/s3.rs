@@ -122,6 +122,12 @@ impl SeaweedFs {
         false
     }
 
+    /// The filer's HTTP address: bucket B's objects are served read-only, with ranges, under
+    /// `<filer>/buckets/B/` — an HTTP mirror for the tests.
+    pub fn filer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base + 3)
+    }
+
     /// A client of `bucket`.
     pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
         object_store::aws::AmazonS3Builder::new()
