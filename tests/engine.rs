@@ -42,21 +42,7 @@ fn digests(mode: &str, out: &Path) -> Vec<String> {
 fn every_stage_kind_writes_the_bytes_the_recorded_engine_wrote() {
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
-    let o = util::slabflow(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--cases",
-        "3",
-        "--shape",
-        "40",
-        "36",
-        "20",
-        "--seed",
-        "7",
-        "--all-labels",
-    ]);
-    assert!(o.status.success(), "{}", util::stderr(&o));
+    util::synth_with(&corpus, 3, [40, 36, 20], &["--seed", "7", "--all-labels"]);
     // A radiologist's revision, so that assemble takes every source.
     let case = corpus.join("BDMAP_00000002");
     std::fs::create_dir_all(case.join("revised")).unwrap();

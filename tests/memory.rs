@@ -46,20 +46,7 @@ kind = "review"
 }
 
 fn synth_all_labels(dir: &Path, shape: [usize; 3]) {
-    let s = shape.map(|n| n.to_string());
-    let o = util::slabflow(&[
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--cases",
-        "1",
-        "--shape",
-        &s[0],
-        &s[1],
-        &s[2],
-        "--all-labels",
-    ]);
-    assert!(o.status.success(), "synth failed: {}", util::stderr(&o));
+    util::synth_with(dir, 1, shape, &["--all-labels"]);
 }
 
 /// `VmHWM` of process `pid` in bytes.

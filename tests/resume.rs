@@ -232,19 +232,7 @@ fn slab_pipeline(dir: &Path, mode: &str) -> PathBuf {
 /// Two long-ish cases with labels for every class, so every stage keeps state across slabs.
 fn labelled_corpus(dir: &Path) -> PathBuf {
     let corpus = dir.join("corpus");
-    let o = util::slabflow(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--cases",
-        "2",
-        "--shape",
-        "48",
-        "40",
-        "64",
-        "--all-labels",
-    ]);
-    assert!(o.status.success(), "{}", util::stderr(&o));
+    util::synth_with(&corpus, 2, [48, 40, 64], &["--all-labels"]);
     corpus
 }
 

@@ -123,19 +123,7 @@ export_nifti = true
 fn evaluation_matches_scipy_components_at_every_slab_depth() {
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
-    let o = util::slabflow(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--cases",
-        "3",
-        "--shape",
-        "48",
-        "40",
-        "30",
-        "--all-labels",
-    ]);
-    assert!(o.status.success(), "{}", util::stderr(&o));
+    util::synth_with(&corpus, 3, [48, 40, 30], &["--all-labels"]);
     let made = util::python_script("reference_evaluation.py", &[Path::new("prepare"), &corpus]);
     assert!(made.starts_with("prepared 3 labels"), "{made}");
     for depth in [1, 3, 64] {

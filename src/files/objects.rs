@@ -233,12 +233,12 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// The listing of `root` (an `s3://` URL), made on first use. A bucket that does not exist
-    /// or refuses the credentials is an error naming the URL.
+    /// The listing of `root` (an `s3://` URL), made on first use and kept: paths under it are
+    /// then answered from it. A bucket that does not exist or refuses the credentials is an
+    /// error naming the URL.
     pub fn of(root: &Path) -> io::Result<Arc<Listing>> {
-        static LISTINGS: OnceLock<Mutex<HashMap<PathBuf, Arc<Listing>>>> = OnceLock::new();
         let key = PathBuf::from(root.to_string_lossy().trim_end_matches('/'));
-        if let Some(l) = LISTINGS.get_or_init(Default::default).lock().unwrap().get(&key) {
+        if let Some(l) = listings().lock().unwrap().get(&key) {
             return Ok(l.clone());
         }
         if is_http(&key) {
@@ -263,7 +263,7 @@ impl Listing {
             Ok::<_, io::Error>(out)
         })?;
         let listing = Arc::new(Listing { objects });
-        LISTINGS.get_or_init(Default::default).lock().unwrap().insert(key, listing.clone());
+        listings().lock().unwrap().insert(key, listing.clone());
         Ok(listing)
     }
 
@@ -298,35 +298,18 @@ impl Listing {
     }
 }
 
+/// The roots listed so far, and their listings.
+fn listings() -> &'static Mutex<HashMap<PathBuf, Arc<Listing>>> {
+    static LISTINGS: OnceLock<Mutex<HashMap<PathBuf, Arc<Listing>>>> = OnceLock::new();
+    LISTINGS.get_or_init(Default::default)
+}
+
 /// The listing that holds `path` and the key of `path` relative to its root: the longest root
-/// listed so far ([`list_root`]) that holds it.
+/// listed so far that holds it.
 fn listed(path: &Path) -> Option<(Arc<Listing>, String)> {
-    let root = static_roots()
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| path.starts_with(r))
-        .max_by_key(|r| r.as_os_str().len())?
-        .clone();
-    let rel = path.strip_prefix(&root).ok()?.to_string_lossy().into_owned();
-    Some((Listing::of(&root).ok()?, rel))
-}
-
-/// Roots listed so far.
-fn static_roots() -> &'static Mutex<Vec<PathBuf>> {
-    static ROOTS: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
-    ROOTS.get_or_init(Default::default)
-}
-
-/// Lists `root` (once) and remembers it, so paths under it are answered from the listing.
-pub fn list_root(root: &Path) -> io::Result<Arc<Listing>> {
-    let l = Listing::of(root)?;
-    let mut roots = static_roots().lock().unwrap();
-    let key = PathBuf::from(root.to_string_lossy().trim_end_matches('/'));
-    if !roots.contains(&key) {
-        roots.push(key);
-    }
-    Ok(l)
+    let listings = listings().lock().unwrap();
+    let (root, l) = listings.iter().filter(|(r, _)| path.starts_with(r)).max_by_key(|(r, _)| r.as_os_str().len())?;
+    Some((l.clone(), path.strip_prefix(root).ok()?.to_string_lossy().into_owned()))
 }
 
 /// Size and time of the object `path`, from its root's listing (or a HEAD request when no

@@ -110,7 +110,7 @@ pub fn discover(input: &InputConfig) -> Result<Vec<Case>, InputError> {
     }
     if objects::is_object(root) {
         // One listing of the bucket under the root: the templates walk it, the stamps read it.
-        objects::list_root(root).map_err(|source| InputError::Listing { source })?;
+        objects::Listing::of(root).map_err(|source| InputError::Listing { source })?;
     }
     if !objects::is_dir(root) {
         return Err(InputError::NoRoot(root.clone()));

@@ -33,18 +33,16 @@ pub fn run(pipeline: &Path, corpus: &Path, out: &Path, extra: &[&str]) -> Output
 
 /// Writes a synthetic corpus with the real binary.
 pub fn synth(dir: &Path, cases: usize, shape: [usize; 3]) {
+    synth_with(dir, cases, shape, &[]);
+}
+
+/// [`synth`] with more of its options (`--all-labels`, `--seed N`).
+pub fn synth_with(dir: &Path, cases: usize, shape: [usize; 3], extra: &[&str]) {
     let s = shape.map(|n| n.to_string());
-    let o = slabflow(&[
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--cases",
-        &cases.to_string(),
-        "--shape",
-        &s[0],
-        &s[1],
-        &s[2],
-    ]);
+    let cases = cases.to_string();
+    let mut args = vec!["synth", "--out", dir.to_str().unwrap(), "--cases", &cases, "--shape", &s[0], &s[1], &s[2]];
+    args.extend_from_slice(extra);
+    let o = slabflow(&args);
     assert!(o.status.success(), "synth failed: {}", stderr(&o));
 }
 
