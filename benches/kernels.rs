@@ -97,7 +97,8 @@ fn write(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((data.len() * 2) as u64));
     for (codec, level) in [(Codec::BloscZstd, 2), (Codec::BloscLz4, 5), (Codec::Zstd, 3), (Codec::Zstd, 1)] {
         let store =
-            CaseStore::create(&dir.path().join(format!("{codec:?}{level}.zarr")), Default::default(), false).unwrap();
+            CaseStore::create(&dir.path().join(format!("{codec:?}{level}.zarr")), Default::default(), false, None)
+                .unwrap();
         let opts = ZarrOptions { slab_depth: DEPTH, codec, level, subchunks: None };
         let w = store.image("ct", &h, DataType::I16, -1024.0, &opts).unwrap();
         g.bench_function(BenchmarkId::new(format!("{codec:?}"), level), |b| {

@@ -90,7 +90,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false).unwrap();
+        let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false, None).unwrap();
         let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
         let ct = Header::new_3d(
             [NX, NY, DEPTH],

@@ -257,16 +257,21 @@ enum Command {
     },
 }
 
-/// An existing output directory: a path, or a `file://` URL (a bucket output is not written
-/// yet).
+/// An existing output directory: a path, a `file://` URL, or `s3://BUCKET/PREFIX` (worked on
+/// through a scratch folder mirrored to the bucket).
 fn output_dir(s: &str) -> Result<PathBuf, String> {
+    if s.starts_with("s3://") {
+        return slabflow::files::mirror::attach(std::path::Path::new(s)).map_err(|e| e.to_string());
+    }
     if s.contains("://") && !s.starts_with("file://") {
-        return Err(format!("{s}: outputs are on a local or shared disk (a bucket output is not written yet)"));
+        return Err(format!("{s}: outputs are on a disk or in a bucket (s3://BUCKET/PREFIX)"));
     }
     Ok(slabflow::files::objects::local(s))
 }
 
 fn main() -> ExitCode {
+    // Scratch folders of bucket outputs, removed when main returns.
+    let _scratch = slabflow::files::mirror::Scratch;
     let cli = Cli::parse();
     #[cfg(all(target_os = "linux", not(target_env = "musl")))]
     slabflow::pipeline::budget::set_memory_release(purge_allocator);
@@ -354,7 +359,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let file = to.unwrap_or_else(|| output.join("report.html"));
             match slabflow::pipeline::html::write_report(&output, &file) {
                 Ok(n) => {
-                    eprintln!("Wrote {} ({n} cases)", file.display());
+                    eprintln!("Wrote {} ({n} cases)", slabflow::files::mirror::display(&file));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -370,7 +375,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     m.shards,
                     m.succeeded,
                     m.failures.len(),
-                    output.display()
+                    slabflow::files::mirror::display(&output)
                 );
                 if let Some(r) = &m.ranking {
                     let flagged = r.iter().filter(|r| r.flagged).count();
@@ -479,8 +484,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            println!("output:   {}", output.display());
-            println!("pipeline: {} (slabflow {})", st.pipeline_file.display(), st.fingerprint.slabflow);
+            let shown = slabflow::files::mirror::display;
+            println!("output:   {}", shown(&output));
+            println!("pipeline: {} (slabflow {})", shown(&st.pipeline_file), st.fingerprint.slabflow);
             println!("input:    {}", st.fingerprint.input.display());
             match st.discovered {
                 Some(n) => println!(

@@ -12,6 +12,55 @@ use util::s3::SeaweedFs;
 const STAGES: &str =
     "[[stages]]\nkind = \"attention\"\n\n[[stages]]\nkind = \"metrics\"\n\n[[stages]]\nkind = \"rank\"\n";
 
+/// Every kind of output: Zarr groups, slab checkpoints at each slab, review exports, a
+/// release export, tables and the report.
+const EVERY_OUTPUT: &str = r#"[runtime]
+slab_depth = 4
+checkpoint_secs = 0
+[[stages]]
+kind = "normalize"
+[[stages]]
+kind = "attention"
+[[stages]]
+kind = "metrics"
+[[stages]]
+kind = "rank"
+budget = 0.5
+[[stages]]
+kind = "review"
+[[stages]]
+kind = "assemble"
+export_nifti = true
+"#;
+
+/// What a bucket output holds, as `util::outputs` sees a disk one (the journal, leases and
+/// profile left out).
+fn bucket_outputs(
+    s3: &SeaweedFs,
+    bucket: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut t = s3.download(bucket, prefix);
+    t.retain(|p, _| {
+        let top = p.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        !matches!(top.as_str(), ".slabflow" | ".slabflow.lock" | ".slabflow.leases" | "profile.json")
+    });
+    t
+}
+
+fn differences(
+    a: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+    b: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+) -> Vec<String> {
+    let mut d: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| format!("{} differs or is missing", k.display()))
+        .collect();
+    d.extend(b.keys().filter(|k| !a.contains_key(*k)).map(|k| format!("{} is extra", k.display())));
+    d
+}
+
 fn run_from(s3: &SeaweedFs, p: &Path, input: &str, out: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut c = util::bin();
     c.args(["run", p.to_str().unwrap(), "--input", input, "--output", out.to_str().unwrap()]).env("RUST_LOG", "info");
@@ -134,4 +183,160 @@ fn a_server_restarted_mid_run_is_waited_for() {
         assert!(o.status.success(), "{}", util::stderr(&o));
     }
     assert_eq!(util::outputs(&out), util::outputs(&local));
+}
+
+/// A corpus in a bucket, outputs to a bucket: the objects equal the files of a disk run, byte
+/// for byte (Zarr chunks and metadata, tables, report, review and release exports); a rerun
+/// keeps every case and rewrites nothing; the journal is in the bucket.
+#[test]
+fn outputs_in_a_bucket_equal_a_disk_run_byte_for_byte() {
+    let s3 = SeaweedFs::start();
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 3, [40, 36, 18]);
+    s3.upload(&corpus, "corpora", "c");
+    s3.create_bucket("results");
+    let p = util::convert_pipeline(t.path(), EVERY_OUTPUT);
+    let local = t.path().join("local");
+    let o = util::run(&p, &corpus, &local, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(local.join("release/BDMAP_00000001/combined_labels.nii.gz").is_file());
+    assert!(local.join("review").is_dir());
+
+    let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/round1"), &[]);
+    let err = util::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("outputs in s3://results/round1"), "{err}");
+    let remote = bucket_outputs(&s3, "results", "round1");
+    let diff = differences(&util::outputs(&local), &remote);
+    assert!(diff.is_empty(), "a bucket output and a disk output differ:\n{}", diff.join("\n"));
+    let journal = s3.download("results", "round1/.slabflow");
+    assert!(journal.contains_key(Path::new("run.json")), "{:?}", journal.keys());
+    assert_eq!(journal.keys().filter(|k| k.extension().is_some_and(|x| x == "json")).count(), 1 + 3);
+    assert!(s3.download("results", "round1/.slabflow.leases").is_empty(), "the lease is released");
+
+    // Again: every case kept, nothing rewritten.
+    let before = s3.download("results", "round1");
+    let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/round1"), &[]);
+    let err = util::stderr(&o);
+    assert!(o.status.success() && err.contains("3 of 3 cases finished by an earlier run are kept"), "{err}");
+    let after = s3.download("results", "round1");
+    let diff = differences(&before, &after);
+    assert!(diff.iter().all(|d| d.contains("profile.json") || d.contains(".slabflow/")), "{diff:?}");
+
+    // status reads the journal from the bucket.
+    let mut c = util::bin();
+    c.args(["status", "--output", "s3://results/round1"]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &util::stderr(&o);
+    assert!(o.status.success() && out.contains("output:   s3://results/round1") && out.contains("3 done"), "{out}");
+}
+
+/// A run writing to a bucket is killed (SIGKILL) once a slab checkpoint is in the bucket; the
+/// next run — another process, with a new scratch folder — takes over the dead run's lease,
+/// resumes from the checkpoint, and the outputs equal a disk run's byte for byte.
+#[test]
+fn a_run_killed_while_writing_to_a_bucket_resumes_from_it() {
+    let s3 = SeaweedFs::start();
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 2, [64, 64, 64]);
+    s3.upload(&corpus, "corpora", "c");
+    s3.create_bucket("results");
+    // Without the release export: its partial files are in the killed process's scratch, and
+    // such a case starts over (README "Running on object storage").
+    let text = EVERY_OUTPUT.replace("slab_depth = 4", "slab_depth = 4\nworkers = 1").replace("export_nifti = true", "");
+    let p = util::convert_pipeline(t.path(), &text);
+    let local = t.path().join("local");
+    assert!(util::run(&p, &corpus, &local, &[]).status.success());
+
+    let mut resumed = false;
+    for round in 0..4 {
+        let mut c = util::bin();
+        c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", "s3://results/k"])
+            .args(if round == 0 { &["--fresh"][..] } else { &[][..] })
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::null());
+        s3.env(&mut c);
+        let mut child = c.spawn().unwrap();
+        // Killed once a slab checkpoint of an unfinished case is in the bucket.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut killed = false;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let journal = s3.download("results", "k/.slabflow/cases");
+            if journal.keys().any(|k| k.extension().is_some_and(|x| x == "slab")) {
+                child.kill().unwrap();
+                killed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait().unwrap();
+        if !killed {
+            continue; // it finished first: start over
+        }
+        let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/k"), &[]);
+        let err = util::stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("Taking over the lease of a run that is gone"), "{err}");
+        resumed |= err.contains("Resuming the case at slice");
+        let diff = differences(&util::outputs(&local), &bucket_outputs(&s3, "results", "k"));
+        assert!(diff.is_empty(), "after a kill and a resume:\n{}", diff.join("\n"));
+        if resumed {
+            break;
+        }
+    }
+    assert!(resumed, "no run resumed from a slab checkpoint in the bucket");
+}
+
+/// Two shards write one bucket output at once (as the pods of a Kubernetes Indexed Job do);
+/// `merge` then makes the tables, equal to a single-node disk run's.
+#[test]
+fn two_shards_and_a_merge_on_one_bucket() {
+    let s3 = SeaweedFs::start();
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 5, [32, 28, 12]);
+    s3.upload(&corpus, "corpora", "c");
+    s3.create_bucket("results");
+    let p = util::convert_pipeline(t.path(), STAGES);
+    let local = t.path().join("local");
+    assert!(util::run(&p, &corpus, &local, &[]).status.success());
+
+    let shards: Vec<_> = ["0/2", "1/2"]
+        .iter()
+        .map(|k| {
+            let mut c = util::bin();
+            c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", "s3://results/s"])
+                .args(["--shard", k])
+                .stderr(std::process::Stdio::piped());
+            s3.env(&mut c);
+            c.spawn().unwrap()
+        })
+        .collect();
+    for s in shards {
+        let o = s.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", util::stderr(&o));
+    }
+    let mut c = util::bin();
+    c.args(["merge", "--output", "s3://results/s"]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    let err = util::stderr(&o);
+    assert!(o.status.success() && err.contains("Merged 2 shards: 5 cases succeeded"), "{err}");
+    let remote = bucket_outputs(&s3, "results", "s");
+    let keep = |m: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>| {
+        m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("cases") || ["metrics.csv", "ranking.csv"].iter().any(|f| k == &Path::new(f))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let diff = differences(&keep(&util::outputs(&local)), &keep(&remote));
+    assert!(diff.is_empty(), "merged shards and a single-node run differ:\n{}", diff.join("\n"));
 }

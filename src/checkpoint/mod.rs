@@ -191,6 +191,16 @@ impl Manifest {
         let dir = out.join(Journal::DIR);
         create_dir_durable(&dir).map_err(io_err(&dir))?;
         let path = Self::path(out);
+        // In a bucket: a conditional PUT (`If-None-Match: *`) does what link(2) does on a disk.
+        let bytes = serde_json::to_vec_pretty(self).expect("serialisable");
+        match crate::files::mirror::create_new(&path, &bytes).map_err(io_err(&path))? {
+            Some(true) => return std::fs::write(&path, &bytes).map(|_| None).map_err(io_err(&path)),
+            Some(false) => {
+                crate::files::mirror::refresh(&path).map_err(io_err(&path))?;
+                return Self::read(out);
+            }
+            None => {}
+        }
         let tmp = dir.join(format!(".run.json.new-{}", self.run_id));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
@@ -396,6 +406,8 @@ impl Journal {
             return Ok(());
         }
         let to = if tomb.exists() { tomb.join(format!("newer-{}", std::process::id())) } else { tomb };
+        // In a bucket, where nothing renames: a tombstone object, then the manifest goes.
+        crate::files::mirror::void(dir, &to).map_err(io_err(dir))?;
         std::fs::rename(dir, &to).map_err(io_err(dir))?;
         sync_parent(dir).map_err(io_err(dir))?;
         sync_parent(&to).map_err(io_err(&to))
@@ -508,8 +520,9 @@ impl Journal {
     pub fn clear_slab(&self, case_id: &str) -> Result<(), CheckpointError> {
         let path = self.slab_path(case_id);
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Io { path, source: e }),
-            _ => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()), // none, here or in a bucket
+            Err(e) => Err(CheckpointError::Io { path, source: e }),
+            Ok(()) => crate::files::mirror::remove_file(&path).map_err(io_err(&path)),
         }
     }
 

@@ -5,6 +5,8 @@
 //!   loss; its temp file is hidden (`.<name>.tmp-<pid>`), and [`sweep_temp_files`] removes what
 //!   a killed process left of them;
 //! - a directory made by [`create_dir_durable`] is in its parent for good before it returns;
+//! - on a bucket output ([`super::mirror`]) each write, removal and published folder is
+//!   carried to the bucket before the call returns, and [`CaseSync`] waits for a case's PUTs;
 //! - [`CaseSync`] opens one descriptor per filesystem a case writes to *before* its first write
 //!   and keeps it: Linux reports a filesystem's writeback error to every descriptor opened
 //!   before it (errseq), once per descriptor, so a case's `syncfs` sees every error since the
@@ -37,7 +39,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)?;
-    sync_parent(path)
+    sync_parent(path)?;
+    // On a bucket output, the object too (a PUT is atomic as the rename is).
+    super::mirror::put_file(path, bytes)
+}
+
+/// Publishes the folder `partial` as `done` (which must not exist): one durable rename, and
+/// on a bucket output the upload of its files ([`super::mirror::publish_dir`]).
+pub fn publish_dir(partial: &Path, done: &Path) -> std::io::Result<()> {
+    std::fs::rename(partial, done)?;
+    sync_parent(done)?;
+    super::mirror::publish_dir(partial, done)
 }
 
 /// fsync of the directory holding `path`: makes a rename, create or unlink in it durable.
@@ -70,15 +82,22 @@ pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
 
 /// Removes a file or a directory tree if it exists (absent is fine).
 pub fn remove_path(path: &Path) -> std::io::Result<()> {
+    let mut file = false;
     let r = match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
+        Ok(_) => {
+            file = true;
+            std::fs::remove_file(path)
+        }
         Err(e) => Err(e),
     };
     match r {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        r => r?,
     }
+    // On a bucket output, its objects too: a file of the scratch is one object; anything
+    // else (a folder, or what only the bucket holds, as chunks) everything under its key.
+    if file { super::mirror::remove_file(path) } else { super::mirror::remove(path) }
 }
 
 /// Removes the temp files killed processes left in `dir` (not recursive; a missing `dir` is
@@ -104,13 +123,20 @@ pub fn sweep_temp_files(dir: &Path) -> std::io::Result<()> {
 pub struct CaseSync {
     /// One open directory per filesystem (by device), opened before the case's first write.
     fds: Vec<(u64, PathBuf, File)>,
+    /// On a bucket output: the case's chunk PUTs, waited for instead of a `syncfs`.
+    writes: Option<std::sync::Arc<super::mirror::Writes>>,
 }
 
 impl CaseSync {
     /// Opens the existing directories among `dirs`, one per filesystem.
     pub fn open(dirs: &[&Path]) -> std::io::Result<CaseSync> {
         let mut fds: Vec<(u64, PathBuf, File)> = Vec::new();
+        let mut writes = None;
         for dir in dirs {
+            if let Some((m, _)) = super::mirror::of(dir) {
+                writes.get_or_insert_with(|| std::sync::Arc::new(super::mirror::Writes::new(m)));
+                continue;
+            }
             let f = match File::open(dir) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -121,11 +147,20 @@ impl CaseSync {
                 fds.push((dev, dir.to_path_buf(), f));
             }
         }
-        Ok(CaseSync { fds })
+        Ok(CaseSync { fds, writes })
     }
 
-    /// `syncfs` on each filesystem; an error names the directory.
+    /// The case's writes to a bucket output (`None` on a disk).
+    pub fn writes(&self) -> Option<&std::sync::Arc<super::mirror::Writes>> {
+        self.writes.as_ref()
+    }
+
+    /// `syncfs` on each filesystem, and on a bucket output the wait for every PUT of the
+    /// case; an error names the directory (or the output's URL).
     pub fn sync(&self) -> Result<(), (PathBuf, std::io::Error)> {
+        if let Some(w) = &self.writes {
+            w.flush().map_err(|e| (PathBuf::from(&w.mirror().url), e))?;
+        }
         for (_, dir, f) in &self.fds {
             // SAFETY: a valid, open file descriptor for the duration of the call.
             let r = unsafe { libc::syncfs(f.as_raw_fd()) };

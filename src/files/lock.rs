@@ -31,7 +31,10 @@
 //!
 //! What holds where (README "Filesystems"): local disks — both; NFS — the lease, and the OS lock
 //! with `local_lock=none` (the default); Lustre — the lease, and the OS lock with `flock`;
-//! object storage (later) — the lease alone, as a conditional create.
+//! object storage — the lease alone: an object created with a conditional PUT
+//! (`If-None-Match: *`), renewed by PUTting it again on the condition that it is still the
+//! version read (`If-Match`), its age the store's last-modified time; the OS lock then only
+//! guards the process's scratch folder.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -43,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Shard;
 use super::durable::{create_dir_durable, sync_parent};
+use super::mirror;
 
 /// What a run holds on its output.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -212,6 +216,10 @@ fn judge(owner: Option<&Owner>, modified: SystemTime, expiry: u64) -> Liveness {
 }
 
 fn read_lease(path: &Path) -> std::io::Result<(Option<Owner>, SystemTime)> {
+    if let Some((m, rel)) = mirror::of(path) {
+        let (bytes, modified, _) = m.get_versioned(&rel)?;
+        return Ok((serde_json::from_slice(&bytes).ok(), modified));
+    }
     let mut f = File::open(path)?;
     let modified = f.metadata()?.modified()?;
     let mut s = String::new();
@@ -222,6 +230,10 @@ fn read_lease(path: &Path) -> std::io::Result<(Option<Owner>, SystemTime)> {
 /// Creates `path` holding `owner`, atomically: written under a unique name, then hard-linked
 /// to `path` (fails if it exists, on NFS too). `Ok(false)`: someone holds it.
 fn try_create(path: &Path, owner: &Owner) -> std::io::Result<bool> {
+    if let Some((m, rel)) = mirror::of(path) {
+        // In a bucket: a conditional PUT (`If-None-Match: *`).
+        return m.put_new(&rel, serde_json::to_vec_pretty(owner).expect("serialisable").into());
+    }
     let tmp = path.with_file_name(format!(".{}.new-{}", owner.token, std::process::id()));
     let mut f = File::create(&tmp)?;
     f.write_all(&serde_json::to_vec_pretty(owner).expect("serialisable"))?;
@@ -243,6 +255,19 @@ fn try_create(path: &Path, owner: &Owner) -> std::io::Result<bool> {
 /// aside first, so of two runs taking over one lease, only one removes it, and a live lease
 /// created meanwhile is put back.
 fn remove_dead(path: &Path, token: Option<&str>, me: &str) -> std::io::Result<()> {
+    if let Some((m, rel)) = mirror::of(path) {
+        // In a bucket, where nothing renames: deleted if it still names the dead holder. A
+        // taker racing us may lose its fresh lease to this delete; its next check sees ours
+        // and it exits before publishing anything (`verify_held`).
+        return match m.get_versioned(&rel) {
+            Ok((b, _, _)) if serde_json::from_slice::<Owner>(&b).ok().map(|o| o.token).as_deref() == token => {
+                mirror::remove_file(path)
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
     let aside = path.with_file_name(format!(".{}.dead-{me}", path.file_name().unwrap().to_string_lossy()));
     match std::fs::rename(path, &aside) {
         Ok(()) => {}
@@ -353,6 +378,16 @@ fn renew(path: &Path, token: &str) {
         // two runs' data. Exit like a killed run; the journal survives that.
         lost(path);
     }
+    if let Some((m, rel)) = mirror::of(path) {
+        // In a bucket: the same document PUT again if it is still the version read
+        // (`If-Match`), which sets its time; a failed condition is looked at next beat.
+        if let Ok((bytes, _, e_tag)) = m.get_versioned(&rel)
+            && serde_json::from_slice::<Owner>(&bytes).is_ok_and(|o| o.token == token)
+        {
+            let _ = m.put_if(&rel, bytes, e_tag);
+        }
+        return;
+    }
     if let Ok(f) = File::options().append(true).open(path) {
         let _ = f.set_modified(SystemTime::now());
     }
@@ -372,6 +407,7 @@ impl Drop for Lease {
         let ours = read_lease(&self.path).ok().and_then(|(o, _)| o).is_some_and(|o| o.token == self.token);
         if ours {
             let _ = std::fs::remove_file(&self.path);
+            let _ = mirror::remove_file(&self.path);
         }
     }
 }
@@ -442,13 +478,14 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
     // The holds that exclude ours, created before we looked or after: we see theirs, or they
     // see ours.
     let others: Vec<PathBuf> = match hold {
-        Hold::Exclusive => std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")))
-            .filter(|p| p.extension().is_some_and(|x| x == "lease"))
-            .collect(),
+        Hold::Exclusive => match mirror::children(&dir).map_err(io(&dir))? {
+            Some(names) => names.into_iter().map(|n| dir.join(n)).collect(),
+            None => std::fs::read_dir(&dir).map_err(io(&dir))?.flatten().map(|e| e.path()).collect::<Vec<_>>(),
+        }
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")))
+        .filter(|p| p.extension().is_some_and(|x| x == "lease"))
+        .collect(),
         Hold::Shard(_) => vec![dir.join(Hold::Exclusive.lease_name())],
     };
     for other in others {
@@ -460,6 +497,10 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
                 remove_dead(&other, owner.as_ref().map(|o| o.token.as_str()), &me.token).map_err(io(&other))?;
             }
         }
+    }
+    // On a bucket output, the journal as the bucket has it now that we hold the output.
+    if let Some((m, _)) = mirror::of(out) {
+        m.pull().map_err(io(out))?;
     }
     Ok(OutputLock { hold, _lease: lease, _os_lock: os_lock })
 }

@@ -52,17 +52,33 @@ pub struct Requests {
     pub heads: u64,
     pub lists: u64,
     pub bytes: u64,
+    /// PUTs (a multipart upload counts one per part) and DELETEs, of a bucket output.
+    pub puts: u64,
+    pub deletes: u64,
+    /// The bytes PUT.
+    pub put_bytes: u64,
 }
 
-static GETS: AtomicU64 = AtomicU64::new(0);
-static HEADS: AtomicU64 = AtomicU64::new(0);
-static LISTS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static GETS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static HEADS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LISTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PUTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DELETES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PUT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The requests so far.
 pub fn requests() -> Requests {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    Requests { gets: l(&GETS), heads: l(&HEADS), lists: l(&LISTS), bytes: l(&BYTES) }
+    Requests {
+        gets: l(&GETS),
+        heads: l(&HEADS),
+        lists: l(&LISTS),
+        bytes: l(&BYTES),
+        puts: l(&PUTS),
+        deletes: l(&DELETES),
+        put_bytes: l(&PUT_BYTES),
+    }
 }
 
 /// Whether `path` names an object (`s3://…`, or `http(s)://…` on a read-only mirror).
@@ -96,7 +112,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// The bucket of `path` and the object's key in it.
-fn locate(path: &Path) -> io::Result<(Arc<dyn ObjectStore>, Key)> {
+pub(crate) fn locate(path: &Path) -> io::Result<(Arc<dyn ObjectStore>, Key)> {
     let text = path.to_str().ok_or_else(|| io::Error::other(format!("{}: not UTF-8", path.display())))?;
     if let Some((scheme, rest)) = text.split_once("://").filter(|(s, _)| *s == "http" || *s == "https") {
         let (host, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -183,7 +199,7 @@ fn bucket_store(bucket: &str) -> io::Result<Arc<dyn ObjectStore>> {
 
 /// An `object_store` error as an I/O error naming `url`, with what to do for the usual ones
 /// (the S3 error code of the response, when there is one, says which).
-fn io_error(url: &str, e: object_store::Error) -> io::Error {
+pub(crate) fn io_error(url: &str, e: object_store::Error) -> io::Error {
     use io::ErrorKind as K;
     let text = e.to_string();
     let code = text.split("<Code>").nth(1).and_then(|r| r.split("</Code>").next()).unwrap_or("");

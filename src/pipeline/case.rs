@@ -239,8 +239,10 @@ pub enum CaseEnd {
 /// The slab checkpoint `case` can resume from, if any is valid: same input files, same grid,
 /// same part of the case (`scope`), its group still there. A stale one is removed (before the
 /// group is replaced).
+#[allow(clippy::too_many_arguments)]
 fn resumable(
     case: &Case,
+    p: &Pipeline,
     env: &CaseEnv,
     stamps: &[InputStamp],
     scope: &[String],
@@ -249,13 +251,22 @@ fn resumable(
     case_dir: &Path,
 ) -> Result<Option<SlabCheckpoint>, String> {
     let cp = env.journal.load_slab(&case.id);
+    // On a bucket output, a release export being written lives in the scratch folder of the
+    // process that wrote it: a checkpoint of another process cannot go on with it.
+    let export = env.out_dir.join("release").join(format!("{}.partial", case.id));
+    let exports = p.stages.iter().any(|s| matches!(s, crate::stages::StageConfig::Assemble(a) if a.export_nifti))
+        && crate::files::mirror::of(env.out_dir).is_some();
     let valid = cp.filter(|cp| {
+        if exports && !export.is_dir() {
+            tracing::info!(case = %case.id, "The release export of this case was in the scratch folder of the run that stopped; it starts over.");
+            return false;
+        }
         cp.inputs == stamps
             && cp.scope == scope
             && cp.nz == nz
             && cp.z < nz
             && cp.z % depth == 0
-            && case_dir.join("zarr.json").is_file()
+            && crate::files::mirror::exists(&case_dir.join("zarr.json")).unwrap_or(false)
     });
     if valid.is_none() {
         env.journal.clear_slab(&case.id).map_err(|e| e.to_string())?;
@@ -305,7 +316,7 @@ pub fn process_case(
         .collect::<Result<Vec<_>, _>>()?;
     let nz = headers[0].shape()[2];
     let case_dir = env.out_dir.join("cases").join(format!("{}.zarr", case.id));
-    let resume = resumable(case, env, &stamps, &scope, nz, depth.min(nz).max(1), &case_dir)?;
+    let resume = resumable(case, p, env, &stamps, &scope, nz, depth.min(nz).max(1), &case_dir)?;
 
     let (codec, level) = p.output.codec();
     let opts = ZarrOptions { slab_depth: depth, codec, level, subchunks: p.output.subchunks };
@@ -315,7 +326,7 @@ pub fn process_case(
         json!({"case_id": case.id, "dataset": case.dataset, "version": env!("CARGO_PKG_VERSION")}),
     );
     let store = match part {
-        None => CaseStore::create(&case_dir, attrs, resume.is_some()),
+        None => CaseStore::create(&case_dir, attrs, resume.is_some(), sync.writes()),
         Some(w) => {
             if resume.is_none() {
                 // What is redone goes first (a resumed part did this before its checkpoint).
@@ -324,7 +335,7 @@ pub fn process_case(
                     prune_empty_groups(&path, &case_dir).map_err(|e| format!("{}: {e}", path.display()))?;
                 }
             }
-            CaseStore::open(&case_dir, resume.is_none())
+            CaseStore::open(&case_dir, resume.is_none(), sync.writes())
         }
     }
     .map_err(|e| e.to_string())?;
@@ -479,10 +490,13 @@ pub fn process_case(
 fn prune_empty_groups(removed: &Path, root: &Path) -> std::io::Result<()> {
     let mut dir = removed.parent();
     while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
-        let names: Vec<_> = match std::fs::read_dir(d) {
-            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
+        let names: Vec<std::ffi::OsString> = match crate::files::mirror::children(d)? {
+            Some(names) => names.into_iter().map(Into::into).collect(),
+            None => match std::fs::read_dir(d) {
+                Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            },
         };
         if names.iter().any(|n| n != "zarr.json") {
             break;

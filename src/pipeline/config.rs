@@ -258,11 +258,18 @@ impl Pipeline {
                 input.root.display()
             ));
         }
-        if lossy(&output.dir).contains("://") {
+        if crate::files::objects::is_http(&output.dir) {
             problems.push(format!(
-                "output.dir = \"{}\": outputs are written to a local or shared disk (a bucket output is not written yet)",
+                "output.dir = \"{}\": an HTTP mirror is read-only; write to a disk or to s3://BUCKET/PREFIX",
                 output.dir.display()
             ));
+        } else if crate::files::objects::is_object(&output.dir) {
+            // A bucket output: the run works in a scratch folder mirrored to it
+            // (crate::files::mirror).
+            match crate::files::mirror::attach(&output.dir) {
+                Ok(local) => output.dir = local,
+                Err(e) => problems.push(format!("output.dir: {e}")),
+            }
         }
         if !overrides.paths_later && input.root.as_os_str().is_empty() {
             problems.push("input.root is missing: set [input] root = \"…\", or give --input DIR".into());

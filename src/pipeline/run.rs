@@ -92,16 +92,19 @@ impl RunSummary {
             secs,
             human_bytes((self.bytes as f64 / secs.max(1e-9)) as u64),
             self.peak_rss.map(|b| format!(", peak memory {}", human_bytes(b))).unwrap_or_default(),
-            self.output.display()
+            crate::files::mirror::display(&self.output)
         );
         let r = crate::files::objects::requests();
         if r != Default::default() {
             eprintln!(
-                "Object storage: {} GET ({}), {} HEAD, {} LIST request(s).",
+                "Object storage: {} GET ({}), {} HEAD, {} LIST, {} PUT ({}), {} DELETE request(s).",
                 r.gets,
                 human_bytes(r.bytes),
                 r.heads,
-                r.lists
+                r.lists,
+                r.puts,
+                human_bytes(r.put_bytes),
+                r.deletes
             );
         }
         if let Some(r) = &self.ranking {

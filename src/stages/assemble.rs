@@ -301,7 +301,7 @@ impl SlabStage for AssembleStage {
                 f.sync_all().map_err(|e| format!("exporting to {}: {e}", ex.partial.display()))?;
             }
             crate::files::lock::verify_held();
-            std::fs::rename(&ex.partial, &ex.done).map_err(|e| ex.io(e))?;
+            crate::files::durable::publish_dir(&ex.partial, &ex.done).map_err(|e| ex.io(e))?;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use zarrs::array::Array;
-use zarrs::filesystem::FilesystemStore;
+use zarrs::storage::ReadableStorageTraits;
 
 use super::Finished;
 use super::rank::RankRow;
@@ -62,14 +62,15 @@ fn build(table: &toml::Table, input: &InputConfig) -> Result<StageConfig, Vec<St
     if problems.is_empty() { Ok(StageConfig::Review(c)) } else { Err(problems) }
 }
 
-type ZArray = Array<FilesystemStore>;
+type ZArray = Array<dyn ReadableStorageTraits>;
+type Store = Arc<dyn ReadableStorageTraits>;
 
-fn open(store: &Arc<FilesystemStore>, path: &str) -> Result<ZArray, String> {
+fn open(store: &Store, path: &str) -> Result<ZArray, String> {
     Array::open(store.clone(), &format!("/{path}")).map_err(|e| format!("{path}: {e}"))
 }
 
 /// The NIfTI header stored beside an image's array `0`.
-fn header(store: &Arc<FilesystemStore>, image: &str) -> Result<Header, String> {
+fn header(store: &Store, image: &str) -> Result<Header, String> {
     let a = open(store, &format!("{image}/nifti"))?;
     let bytes: Vec<u8> = a.retrieve_chunk(&[0]).map_err(|e| format!("{image}/nifti: {e}"))?;
     Header::parse(&bytes[..]).map_err(|e| format!("{image}/nifti: {e}"))
@@ -97,7 +98,7 @@ fn chunk(a: &ZArray, dt: DataType, i: u64, n: usize) -> Result<Voxels, String> {
 /// Writes the review files of one flagged case into `dir` (new).
 fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, dir: &Path) -> Result<(), String> {
     let group = out.join("cases").join(format!("{case}.zarr"));
-    let store = Arc::new(FilesystemStore::new(&group).map_err(|e| format!("{}: {e}", group.display()))?);
+    let store = crate::zarr::readable(&group)?;
     crate::files::durable::create_dir_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ct = header(&store, "ct")?;
     let [nx, ny, nz] = ct.shape();
@@ -216,7 +217,7 @@ pub fn export(
         // is made anew beside it and takes its place whole.
         let done = out.join("review").join(&r.case_id);
         if std::fs::read_to_string(done.join(".source")).ok().as_deref() != Some(f.source.as_str()) {
-            use crate::files::durable::{remove_path, sync_parent, write_atomic};
+            use crate::files::durable::{remove_path, write_atomic};
             let io = |path: &Path| {
                 let path = path.to_owned();
                 move |e: std::io::Error| format!("{}: {e}", path.display())
@@ -228,8 +229,7 @@ pub fn export(
             let source = partial.join(".source");
             write_atomic(&source, f.source.as_bytes()).map_err(io(&source))?;
             remove_path(&done).map_err(io(&done))?;
-            std::fs::rename(&partial, &done).map_err(io(&done))?;
-            sync_parent(&done).map_err(io(&done))?;
+            crate::files::durable::publish_dir(&partial, &done).map_err(io(&done))?;
         }
         rows.push(vec![
             r.rank.to_string(),

@@ -22,7 +22,7 @@ use zarrs::group::GroupBuilder;
 use crate::nifti::{DataType, Header};
 
 mod store;
-pub use store::SlabStore;
+pub use store::{OutStore, SlabStore, readable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,19 +124,26 @@ pub struct ZarrOptions {
 /// One case's Zarr group, open for writing.
 pub struct CaseStore {
     dir: PathBuf,
-    store: Arc<SlabStore>,
+    store: Arc<OutStore>,
 }
 
 impl CaseStore {
     /// Creates the case group at `dir`, replacing what was there — unless `keep` (a case
     /// resumed from a slab checkpoint), when the chunks already written stay and the metadata
     /// is written again, identical.
-    pub fn create(dir: &Path, attributes: Map<String, Value>, keep: bool) -> Result<CaseStore, StoreError> {
-        if dir.exists() && !keep {
-            std::fs::remove_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+    /// On a bucket output, `writes` carries the case's PUTs.
+    pub fn create(
+        dir: &Path,
+        attributes: Map<String, Value>,
+        keep: bool,
+        writes: Option<&Arc<crate::files::mirror::Writes>>,
+    ) -> Result<CaseStore, StoreError> {
+        if !keep {
+            crate::files::durable::remove_path(dir)
+                .map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
         }
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
-        let store = Arc::new(SlabStore::new(dir, !keep));
+        let store = Arc::new(OutStore::new(dir, !keep, writes));
         let cs = CaseStore { dir: dir.to_owned(), store };
         cs.group("/", attributes)?;
         Ok(cs)
@@ -146,11 +153,16 @@ impl CaseStore {
     /// part): nothing is rewritten but what is written through it. `fresh`: the images about
     /// to be written were removed first (no chunk of theirs is on disk), so an all-fill chunk
     /// needs no erase.
-    pub fn open(dir: &Path, fresh: bool) -> Result<CaseStore, StoreError> {
-        if !dir.join("zarr.json").is_file() {
+    pub fn open(
+        dir: &Path,
+        fresh: bool,
+        writes: Option<&Arc<crate::files::mirror::Writes>>,
+    ) -> Result<CaseStore, StoreError> {
+        // Not `fresh` for this look: the group's own metadata is there from before.
+        if !OutStore::new(dir, false, writes).has("zarr.json") {
             return Err(StoreError::Zarr { path: dir.to_owned(), message: "the case's Zarr group is missing".into() });
         }
-        Ok(CaseStore { dir: dir.to_owned(), store: Arc::new(SlabStore::new(dir, fresh)) })
+        Ok(CaseStore { dir: dir.to_owned(), store: Arc::new(OutStore::new(dir, fresh, writes)) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -181,7 +193,7 @@ impl CaseStore {
         for part in name.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
             parent.push('/');
             parent.push_str(part);
-            if !self.dir.join(&parent[1..]).join("zarr.json").exists() {
+            if !self.store.has(&format!("{}/zarr.json", &parent[1..])) {
                 self.group(&parent, Map::new())?;
             }
         }
@@ -242,7 +254,7 @@ impl CaseStore {
 /// Array `0` of one image, written slab by slab.
 pub struct ImageWriter {
     dir: PathBuf,
-    array: Array<SlabStore>,
+    array: Array<OutStore>,
     depth: usize,
     shape: [usize; 3],
     stored: DataType,

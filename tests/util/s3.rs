@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 pub const KEY: &str = "slabflow-test";
 pub const SECRET: &str = "slabflow-test-secret";
@@ -149,6 +149,29 @@ impl SeaweedFs {
             let key = format!("{prefix}/{}", rel.to_string_lossy());
             runtime().block_on(store.put(&key.as_str().into(), bytes.into())).unwrap();
         }
+    }
+
+    /// Makes `bucket` (the server makes a bucket on its first object: a `.bucket` one).
+    pub fn create_bucket(&self, bucket: &str) {
+        let store = self.store(bucket);
+        runtime().block_on(store.put(&".bucket".into(), Vec::<u8>::new().into())).unwrap();
+    }
+
+    /// Every object under `prefix/` of `bucket`, by key relative to it.
+    pub fn download(&self, bucket: &str, prefix: &str) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+        use futures::TryStreamExt;
+        let store = self.store(bucket);
+        let p = object_store::path::Path::from(prefix);
+        runtime().block_on(async {
+            let metas: Vec<_> = store.list(Some(&p)).try_collect().await.unwrap();
+            let mut out = std::collections::BTreeMap::new();
+            for m in metas {
+                let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+                let rel = m.location.as_ref().strip_prefix(prefix).unwrap().trim_start_matches('/').to_string();
+                out.insert(std::path::PathBuf::from(rel), bytes.to_vec());
+            }
+            out
+        })
     }
 
     /// The environment a slabflow run needs to reach it.
