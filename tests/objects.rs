@@ -1,7 +1,10 @@
-//! Corpora in object storage, against a real S3 server on loopback (SeaweedFS, see
-//! `util::s3`): a corpus read from a bucket, or from a read-only HTTP mirror, gives the outputs
-//! the same corpus gives on disk, byte for byte; reruns see replaced objects; wrong credentials and a missing bucket give one
-//! clear error naming the URL and write nothing.
+//! Corpora and outputs in object storage, against a real S3 server on loopback (SeaweedFS,
+//! see `util::s3`): a corpus read from a bucket, or from a read-only HTTP mirror, gives the
+//! outputs the same corpus gives on disk, byte for byte, and so does an output written to a
+//! bucket (read back by zarr-python and nifti-zarr through s3fs); reruns see replaced
+//! objects; a run killed mid-case resumes from its checkpoint in the bucket; two shards and a
+//! merge share one bucket; wrong credentials and a missing bucket give one clear error naming
+//! the URL and write nothing.
 
 mod util;
 
@@ -138,6 +141,17 @@ fn wrong_credentials_and_a_missing_bucket_fail_at_once_naming_the_url() {
         assert_eq!(err.matches("error:").count(), 1, "one error: {err}");
         assert!(!out.exists(), "{input}: wrote {}", out.display());
     }
+    // The same for an output in a bucket: one error, and nothing written there.
+    for (output, env, says) in [
+        ("s3://no-such-bucket/out", &[][..], "s3://no-such-bucket/out: no such bucket"),
+        ("s3://corpora/out", &[("AWS_SECRET_ACCESS_KEY", "wrong")][..], "s3://corpora/out: access denied"),
+    ] {
+        let o = run_from(&s3, &p, corpus.to_str().unwrap(), Path::new(output), env);
+        let err = util::stderr(&o);
+        assert!(!o.status.success() && err.contains(says), "{output}: {err}");
+        assert_eq!(err.matches("error").count(), 1, "one error: {err}");
+    }
+    assert!(s3.download("corpora", "out").is_empty(), "nothing written");
 }
 
 /// The server stops while a run streams its objects, and comes back a few seconds later: the
@@ -214,6 +228,15 @@ fn outputs_in_a_bucket_equal_a_disk_run_byte_for_byte() {
     assert!(journal.contains_key(Path::new("run.json")), "{:?}", journal.keys());
     assert_eq!(journal.keys().filter(|k| k.extension().is_some_and(|x| x == "json")).count(), 1 + 3);
     assert!(s3.download("results", "round1/.slabflow.leases").is_empty(), "the lease is released");
+
+    // zarr-python and nifti-zarr read the groups from the bucket (s3fs).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_bucket.py");
+    let mut c = std::process::Command::new(util::python());
+    c.arg(script).args([s3.endpoint.as_str(), "s3://results/round1", corpus.to_str().unwrap()]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && said.contains("OK "), "check_bucket.py: {said}\n{}", util::stderr(&o));
 
     // Again: every case kept, nothing rewritten.
     let before = s3.download("results", "round1");
