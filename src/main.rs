@@ -314,7 +314,7 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", slabflow::files::mirror::shown(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -327,7 +327,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                     return Ok(ExitCode::from(2));
                 }
             };
@@ -336,7 +336,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     None => None,
                     Some(Ok(s)) => Some(s),
                     Some(Err(e)) => {
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                         return Ok(ExitCode::from(2));
                     }
                 };
@@ -348,7 +348,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                         Ok(ExitCode::from(2))
                     }
                 };
@@ -363,7 +363,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                     Ok(ExitCode::from(2))
                 }
             }
@@ -387,7 +387,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(if m.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                 Ok(ExitCode::from(2))
             }
         },
@@ -396,7 +396,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                     return Ok(ExitCode::from(2));
                 }
             };
@@ -410,7 +410,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 );
                 eprintln!(
                     "Follow with: squeue -j {array},{merge}; slabflow status --output {}",
-                    p.output.dir.display()
+                    slabflow::files::mirror::display(&p.output.dir)
                 );
             } else {
                 eprintln!("Submit with: bash {}", scripts.submit_script.display());
@@ -422,7 +422,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let p = match Pipeline::load(&pipeline, &overrides) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                     return Ok(ExitCode::from(2));
                 }
             };
@@ -480,7 +480,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let st = match slabflow::checkpoint::status(&output, discover) {
                 Ok(st) => st,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                     return Ok(ExitCode::from(2));
                 }
             };
@@ -567,7 +567,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
                     Ok(ExitCode::from(2))
                 }
             }
@@ -651,13 +651,13 @@ fn run(p: &Pipeline, fresh: bool, shard: Option<Shard>) -> anyhow::Result<ExitCo
             if let Some(s) = summary.shard {
                 eprintln!(
                     "Shard {s} finished. Once every shard has: slabflow merge --output {}",
-                    summary.output.display()
+                    slabflow::files::mirror::display(&summary.output)
                 );
             }
             Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Err(e @ (RunError::Plan(_) | RunError::Input(_) | RunError::Locked { .. } | RunError::Checkpoint(_))) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", slabflow::files::mirror::shown(&e.to_string()));
             Ok(ExitCode::from(2))
         }
         Err(e) => Err(e.into()),

@@ -62,15 +62,24 @@ impl ArrayJob<'_> {
         (self.p.memory_limit + self.p.memory_limit / 4).div_ceil(1 << 20)
     }
 
-    /// Writes `array.sbatch`, `merge.sbatch` and `submit.sh` into `<output>/slurm/`.
+    /// Writes `array.sbatch`, `merge.sbatch` and `submit.sh` into `<output>/slurm/` (for a
+    /// bucket output, `./slabflow-slurm/`).
     pub fn write(&self) -> std::io::Result<Scripts> {
         if self.shards == 0 {
             return Err(std::io::Error::other("--shards must be at least 1"));
         }
-        let out = &self.p.output.dir;
-        std::fs::create_dir_all(out.join("slurm").join("logs")).map_err(io_err(format!("{}", out.display())))?;
-        let out = absolute(out)?;
-        let dir = out.join("slurm");
+        // A bucket output is named by its URL in the scripts, which go to ./slabflow-slurm/
+        // (the run's scratch folder is its own, and goes when it ends).
+        let bucket = crate::files::mirror::of(&self.p.output.dir).map(|(m, _)| m.url.clone());
+        let (out, dir) = match &bucket {
+            Some(url) => (PathBuf::from(url), absolute(Path::new("slabflow-slurm"))?),
+            None => {
+                let out = absolute(&self.p.output.dir)?;
+                let dir = out.join("slurm");
+                (out, dir)
+            }
+        };
+        std::fs::create_dir_all(dir.join("logs")).map_err(io_err(format!("{}", dir.display())))?;
         let exe = std::env::current_exe()?;
         let (exe, pipeline, input) = (
             quote(&exe.to_string_lossy()),

@@ -254,6 +254,32 @@ fn outputs_in_a_bucket_equal_a_disk_run_byte_for_byte() {
     let o = c.output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &util::stderr(&o);
     assert!(o.status.success() && out.contains("output:   s3://results/round1") && out.contains("3 done"), "{out}");
+
+    // A new round's prediction for one case: that part of it is redone in the bucket (its
+    // groups removed and written again, the stages reading it rerun), equal to a disk run
+    // changed the same way.
+    let other = corpus.join("BDMAP_00000002/predictions/unet/liver.nii.gz");
+    let replaced = corpus.join("BDMAP_00000002/predictions/nnunet/liver.nii.gz");
+    std::fs::copy(&other, &replaced).unwrap();
+    s3.upload(&corpus.join("BDMAP_00000002"), "corpora", "c/BDMAP_00000002");
+    let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/round1"), &[]);
+    let err = util::stderr(&o);
+    assert!(o.status.success() && err.contains("liver.nii.gz changed"), "{err}");
+    assert!(util::run(&p, &corpus, &local, &[]).status.success());
+    let diff = differences(&util::outputs(&local), &bucket_outputs(&s3, "results", "round1"));
+    assert!(diff.is_empty(), "after a part redone:\n{}", diff.join("\n"));
+
+    // --fresh starts the bucket output over: the same outputs again, a new journal.
+    let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/round1"), &[]);
+    assert!(o.status.success());
+    let mut c = util::bin();
+    c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", "s3://results/round1", "--fresh"]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let diff = differences(&util::outputs(&local), &bucket_outputs(&s3, "results", "round1"));
+    assert!(diff.is_empty(), "after --fresh:\n{}", diff.join("\n"));
+    assert!(s3.download("results", "round1/.slabflow.discarded").is_empty(), "the tombstone is gone");
 }
 
 /// A run writing to a bucket is killed (SIGKILL) once a slab checkpoint is in the bucket; the

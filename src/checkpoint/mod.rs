@@ -338,7 +338,8 @@ pub struct CaseDone {
 pub enum Outcome {
     Done(CaseDone),
     /// Part of a finished case is being redone (`crate::pipeline::rerun`): `kept` is what of
-    /// it stands, `remove` what goes before the part is redone, `why` why. Not finished:
+    /// it stands, `remove` what goes before the part is redone (relative to the output), `why`
+    /// why. Not finished:
     /// `status` shows it in progress, `merge` waits for it, the tables leave it out; the next
     /// run finishes it.
     Redoing {

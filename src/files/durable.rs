@@ -155,6 +155,14 @@ impl CaseSync {
         self.writes.as_ref()
     }
 
+    /// For a case that failed or stopped, before its data is removed: on a bucket output,
+    /// waits for its PUTs in flight, so that none lands after the removal.
+    pub fn drain(&self) {
+        if let Some(w) = &self.writes {
+            w.drain();
+        }
+    }
+
     /// `syncfs` on each filesystem, and on a bucket output the wait for every PUT of the
     /// case; an error names the directory (or the output's URL).
     pub fn sync(&self) -> Result<(), (PathBuf, std::io::Error)> {

@@ -231,8 +231,12 @@ fn read_lease(path: &Path) -> std::io::Result<(Option<Owner>, SystemTime)> {
 /// to `path` (fails if it exists, on NFS too). `Ok(false)`: someone holds it.
 fn try_create(path: &Path, owner: &Owner) -> std::io::Result<bool> {
     if let Some((m, rel)) = mirror::of(path) {
-        // In a bucket: a conditional PUT (`If-None-Match: *`).
-        return m.put_new(&rel, serde_json::to_vec_pretty(owner).expect("serialisable").into());
+        // In a bucket: a conditional PUT (`If-None-Match: *`). A retried PUT whose first try
+        // landed finds its own lease there.
+        if m.put_new(&rel, serde_json::to_vec_pretty(owner).expect("serialisable").into())? {
+            return Ok(true);
+        }
+        return Ok(matches!(read_lease(path), Ok((Some(o), _)) if o.token == owner.token));
     }
     let tmp = path.with_file_name(format!(".{}.new-{}", owner.token, std::process::id()));
     let mut f = File::create(&tmp)?;
@@ -255,18 +259,11 @@ fn try_create(path: &Path, owner: &Owner) -> std::io::Result<bool> {
 /// aside first, so of two runs taking over one lease, only one removes it, and a live lease
 /// created meanwhile is put back.
 fn remove_dead(path: &Path, token: Option<&str>, me: &str) -> std::io::Result<()> {
-    if let Some((m, rel)) = mirror::of(path) {
-        // In a bucket, where nothing renames: deleted if it still names the dead holder. A
-        // taker racing us may lose its fresh lease to this delete; its next check sees ours
-        // and it exits before publishing anything (`verify_held`).
-        return match m.get_versioned(&rel) {
-            Ok((b, _, _)) if serde_json::from_slice::<Owner>(&b).ok().map(|o| o.token).as_deref() == token => {
-                mirror::remove_file(path)
-            }
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
+    if mirror::of(path).is_some() {
+        // In a bucket a dead lease is taken over in one conditional PUT ([`take_over`]), and
+        // one a holder of another kind finds dead is left for its own kind to take over.
+        let _ = (token, me);
+        return Ok(());
     }
     let aside = path.with_file_name(format!(".{}.dead-{me}", path.file_name().unwrap().to_string_lossy()));
     match std::fs::rename(path, &aside) {
@@ -282,6 +279,22 @@ fn remove_dead(path: &Path, token: Option<&str>, me: &str) -> std::io::Result<()
     std::fs::remove_file(&aside)
 }
 
+/// In a bucket: replaces the dead lease at `path` (still holding `token`) with `me`'s, on the
+/// condition that it is still the version judged dead (`If-Match`): of two runs taking it
+/// over, one wins. `Ok(false)`: someone else changed it first.
+fn take_over(path: &Path, token: Option<&str>, me: &Owner) -> std::io::Result<bool> {
+    let Some((m, rel)) = mirror::of(path) else { return Ok(false) };
+    let (bytes, _, e_tag) = match m.get_versioned(&rel) {
+        Ok(v) => v,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if serde_json::from_slice::<Owner>(&bytes).ok().map(|o| o.token).as_deref() != token || e_tag.is_none() {
+        return Ok(false);
+    }
+    m.put_if(&rel, serde_json::to_vec_pretty(me).expect("serialisable").into(), e_tag)
+}
+
 /// The leases this process holds (path, token): what [`verify_held`] checks.
 static HELD: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 
@@ -293,6 +306,16 @@ static HELD: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 pub fn verify_held() {
     let held = HELD.lock().unwrap().clone();
     for (path, token) in &held {
+        // A lease in a bucket costs a GET to check: once a second at most (a slab takes
+        // tens of milliseconds; the heartbeat checks every eighth of the expiry anyway).
+        if mirror::of(path).is_some() {
+            static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+            let mut last = LAST.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                continue;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         if still_ours(path, token) == Some(false) {
             lost(path);
         }
@@ -383,8 +406,9 @@ fn renew(path: &Path, token: &str) {
         // (`If-Match`), which sets its time; a failed condition is looked at next beat.
         if let Ok((bytes, _, e_tag)) = m.get_versioned(&rel)
             && serde_json::from_slice::<Owner>(&bytes).is_ok_and(|o| o.token == token)
+            && !matches!(m.put_if(&rel, bytes, e_tag), Ok(true))
         {
-            let _ = m.put_if(&rel, bytes, e_tag);
+            tracing::warn!(lease = %mirror::display(path), "The lease could not be renewed (tried again at the next beat).");
         }
         return;
     }
@@ -466,7 +490,15 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
                 } else {
                     tracing::warn!(lease = %path.display(), "Taking over the lease of a run that is gone ({why}).");
                 }
-                remove_dead(&path, owner.as_ref().map(|o| o.token.as_str()), &me.token).map_err(io(&path))?;
+                let token = owner.as_ref().map(|o| o.token.as_str());
+                if mirror::of(&path).is_some() {
+                    if take_over(&path, token, &me).map_err(io(&path))? {
+                        created = true;
+                        break;
+                    }
+                    continue;
+                }
+                remove_dead(&path, token, &me.token).map_err(io(&path))?;
             }
         }
     }

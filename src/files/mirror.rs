@@ -42,8 +42,15 @@ use super::objects::{self, DELETES, GETS, HEADS, LISTS, PUT_BYTES, PUTS, runtime
 /// Files at least this large are uploaded in parts (S3's smallest part is 5 MiB).
 pub const MULTIPART_BYTES: usize = 8 << 20;
 
-/// Bytes of one case's chunk PUTs in flight at once: counted in the case's memory budget.
+/// Bytes of one case's chunk PUTs in flight at once.
 pub const PUT_BYTES_IN_FLIGHT: u64 = 32 << 20;
+
+/// Parts of a multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// What a case's uploads hold at most, counted in its memory budget: its chunk PUTs in flight,
+/// and a multipart upload's parts (in flight, and the one being filled).
+pub const UPLOAD_BYTES: u64 = PUT_BYTES_IN_FLIGHT + (PARTS_IN_FLIGHT as u64 + 1) * MULTIPART_BYTES as u64;
 
 /// A bucket prefix and the local scratch folder mirrored to it.
 pub struct Mirror {
@@ -84,6 +91,15 @@ pub fn display(path: &Path) -> String {
     }
 }
 
+/// `text` (a message) with every scratch folder named by its output's URL instead.
+pub fn shown(text: &str) -> String {
+    let mut out = text.to_string();
+    for m in mirrors().read().unwrap().iter() {
+        out = out.replace(&*m.local.to_string_lossy(), &m.url);
+    }
+    out
+}
+
 /// The scratch folders of this process, removed when it ends.
 pub struct Scratch;
 
@@ -102,13 +118,20 @@ fn scratch_root() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("slabflow-scratch"))
 }
 
-/// Removes the scratch folders of processes of this host that have ended (`<pid>-…`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().replace(['-', '/'], "_")).unwrap_or_default()
+}
+
+/// Removes the scratch folders (`<host>-<pid>-…`) of this host's processes that have ended; a
+/// scratch root shared by several hosts keeps theirs.
 fn sweep_scratch(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
+    let host = hostname();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        let mut parts = name.split('-');
+        let (Some(h), Some(pid)) = (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok())) else { continue };
+        if h == host && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -137,7 +160,8 @@ pub fn attach(url: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(&root).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
     sweep_scratch(&root);
     let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
-    let local = root.join(format!("{}-{hash:016x}", std::process::id()));
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let local = root.join(format!("{}-{}-{nonce:x}-{hash:016x}", hostname(), std::process::id()));
     let _ = std::fs::remove_dir_all(&local);
     std::fs::create_dir_all(&local).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", local.display())))?;
     let m = Arc::new(Mirror { local: local.clone(), url: text, store, prefix });
@@ -152,7 +176,14 @@ impl Mirror {
         if rel.is_empty() {
             return self.prefix.clone();
         }
-        Key::parse(format!("{}/{rel}", self.prefix.as_ref())).unwrap_or_else(|_| Key::from(rel))
+        // Keys as the store lists them; a name `parse` refuses is encoded part by part, still
+        // under the prefix.
+        Key::parse(format!("{}/{rel}", self.prefix.as_ref())).unwrap_or_else(|_| {
+            self.prefix
+                .parts()
+                .chain(rel.split('/').filter(|p| !p.is_empty()).map(object_store::path::PathPart::from))
+                .collect()
+        })
     }
 
     /// The client and the key of `rel`: for readers that speak `object_store` themselves.
@@ -255,21 +286,24 @@ impl Mirror {
         }
     }
 
-    /// Deletes the object at `rel` and every object under `rel/`.
+    /// Deletes the object at `rel` and every object under `rel/`: the listing streamed into
+    /// bulk deletes (S3 `DeleteObjects`, up to 1,000 keys a request), never held whole.
     pub fn delete(&self, rel: &str) -> io::Result<()> {
-        let mut keys = vec![self.key(rel)];
-        let under = if rel.is_empty() { String::new() } else { format!("{rel}/") };
-        keys.extend(self.list(rel)?.into_iter().filter(|(k, _)| k.starts_with(&under)).map(|(k, _)| self.key(&k)));
+        use futures::TryStreamExt;
+        let key = self.key(rel);
+        LISTS.fetch_add(1, Ordering::Relaxed);
+        let listed = self.store.list(Some(&key)).map_ok(|m| m.location);
+        let keys = futures::stream::once(futures::future::ready(Ok(key))).chain(listed).boxed();
         runtime().block_on(async {
-            let deletes = futures::stream::iter(keys).map(|k| async move {
+            let mut deleted = self.store.delete_stream(keys);
+            while let Some(r) = deleted.next().await {
                 DELETES.fetch_add(1, Ordering::Relaxed);
-                match self.store.delete(&k).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(self.err(rel)(e)),
+                match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.err(rel)(e)),
                 }
-            });
-            let results: Vec<io::Result<()>> = deletes.buffer_unordered(16).collect().await;
-            results.into_iter().collect::<io::Result<()>>()
+            }
+            Ok(())
         })
     }
 
@@ -284,9 +318,9 @@ impl Mirror {
         let key = self.key(rel);
         runtime()
             .block_on(async {
-                // object_store's BufWriter: parts of 8 MiB, a few in flight, completed on shutdown.
+                // object_store's BufWriter: parts of 8 MiB, two in flight, completed on shutdown.
                 let mut w = object_store::buffered::BufWriter::with_capacity(self.store.clone(), key, MULTIPART_BYTES)
-                    .with_max_concurrency(4);
+                    .with_max_concurrency(PARTS_IN_FLIGHT);
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
                     let n = io::Read::read(&mut file, &mut buf)?;
@@ -392,6 +426,30 @@ pub fn children(path: &Path) -> io::Result<Option<Vec<String>>> {
     Ok(Some(names))
 }
 
+/// The names in the folder `path`: in the bucket for a mirrored path, on disk otherwise (a
+/// folder that does not exist has none).
+pub fn list_dir(path: &Path) -> io::Result<Vec<String>> {
+    if let Some(names) = children(path)? {
+        return Ok(names);
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes of the file `path`: from the bucket for a mirrored path, from disk otherwise.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    match of(path) {
+        Some((m, rel)) => match m.get(&rel)? {
+            Some(b) => Ok(b.to_vec()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: no such object", display(path)))),
+        },
+        None => std::fs::read(path),
+    }
+}
+
 /// After the file `path` was removed from the scratch: delete its object, one request (no-op
 /// off a mirror).
 pub fn remove_file(path: &Path) -> io::Result<()> {
@@ -477,22 +535,57 @@ pub fn void(dir: &Path, tomb: &Path) -> io::Result<()> {
 /// A case's chunk writes to a bucket: each PUT started at once on the I/O runtime, at most
 /// [`PUT_BYTES_IN_FLIGHT`] bytes of them in flight (the writer waits for room); the metadata
 /// documents held back until [`Writes::flush`], which waits for every PUT and then writes them.
+/// A failed PUT fails every later call (the case is then failed, and its data removed after
+/// [`Writes::drain`]).
 pub struct Writes {
     mirror: Arc<Mirror>,
     /// Room for bytes in flight, in KiB.
     room: Arc<tokio::sync::Semaphore>,
-    running: Mutex<Vec<tokio::task::JoinHandle<io::Result<()>>>>,
+    state: Mutex<State>,
     /// Metadata documents to write at the next flush: (rel, bytes); a later one replaces.
     held: Mutex<Vec<(String, Bytes)>>,
-    /// The first error of a PUT, reported by the next call.
-    failed: Mutex<Option<io::Error>>,
+}
+
+#[derive(Default)]
+struct State {
+    running: Vec<tokio::task::JoinHandle<io::Result<()>>>,
+    /// The first error of a PUT: kept, so that no later flush can miss it.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl State {
+    /// Collects the PUTs that have finished (their first error kept).
+    fn reap(&mut self) {
+        let (done, live): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.running).into_iter().partition(|t| t.is_finished());
+        self.running = live;
+        for t in done {
+            self.record(runtime().block_on(t));
+        }
+    }
+
+    fn record(&mut self, r: Result<io::Result<()>, tokio::task::JoinError>) {
+        let e = match r {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => (e.kind(), e.to_string()),
+            Err(e) => (io::ErrorKind::Other, e.to_string()),
+        };
+        self.failed.get_or_insert(e);
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 const ROOM_UNIT: u64 = 1024;
 
 impl std::fmt::Debug for Writes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Writes(to {}, {} running)", self.mirror.url, self.running.lock().unwrap().len())
+        write!(f, "Writes(to {}, {} running)", self.mirror.url, self.state.lock().unwrap().running.len())
     }
 }
 
@@ -501,9 +594,8 @@ impl Writes {
         Writes {
             mirror,
             room: Arc::new(tokio::sync::Semaphore::new((PUT_BYTES_IN_FLIGHT / ROOM_UNIT) as usize)),
-            running: Mutex::new(Vec::new()),
+            state: Mutex::new(State::default()),
             held: Mutex::new(Vec::new()),
-            failed: Mutex::new(None),
         }
     }
 
@@ -511,16 +603,13 @@ impl Writes {
         &self.mirror
     }
 
-    fn take_failure(&self) -> io::Result<()> {
-        match self.failed.lock().unwrap().take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
     /// Starts the PUT of `bytes` at `rel` (relative to the mirror's prefix), once there is room.
     pub fn put(&self, rel: String, bytes: Bytes) -> io::Result<()> {
-        self.take_failure()?;
+        {
+            let mut st = self.state.lock().unwrap();
+            st.reap();
+            st.check()?;
+        }
         let units = (bytes.len() as u64).div_ceil(ROOM_UNIT).clamp(1, PUT_BYTES_IN_FLIGHT / ROOM_UNIT) as u32;
         let permit = runtime()
             .block_on(self.room.clone().acquire_many_owned(units))
@@ -531,19 +620,7 @@ impl Writes {
             drop(permit);
             r
         });
-        // Finished PUTs are collected here, their first error kept for the next call.
-        let done: Vec<_> = {
-            let mut running = self.running.lock().unwrap();
-            let (done, live) = std::mem::take(&mut *running).into_iter().partition(|t| t.is_finished());
-            *running = live;
-            running.push(task);
-            done
-        };
-        for t in done {
-            if let Err(e) = runtime().block_on(t).unwrap_or_else(|e| Err(io::Error::other(e.to_string()))) {
-                self.failed.lock().unwrap().get_or_insert(e);
-            }
-        }
+        self.state.lock().unwrap().running.push(task);
         Ok(())
     }
 
@@ -559,21 +636,16 @@ impl Writes {
         self.held.lock().unwrap().iter().any(|(r, _)| r == rel)
     }
 
-    /// Waits for every PUT started so far, then writes the held metadata documents: on
-    /// return, all this case wrote is in the bucket (or the first error says what is not).
+    /// Waits for the PUTs started so far (a `put` racing this call is either among them or
+    /// starts after), then writes the held metadata documents: on return, all this case wrote
+    /// before the call is in the bucket — or the first error of any PUT says what is not.
     pub fn flush(&self) -> io::Result<()> {
-        let running: Vec<_> = std::mem::take(&mut *self.running.lock().unwrap());
-        let mut first: Option<io::Error> = None;
+        let running = std::mem::take(&mut self.state.lock().unwrap().running);
         for t in running {
-            let r = runtime().block_on(t).unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-            if let (Err(e), None) = (r, &first) {
-                first = Some(e);
-            }
+            let r = runtime().block_on(t);
+            self.state.lock().unwrap().record(r);
         }
-        if let Some(e) = first {
-            return Err(e);
-        }
-        self.take_failure()?;
+        self.state.lock().unwrap().check()?;
         let held: Vec<_> = std::mem::take(&mut *self.held.lock().unwrap());
         let m = &self.mirror;
         runtime().block_on(async {
@@ -583,5 +655,15 @@ impl Writes {
             let results: Vec<io::Result<()>> = puts.buffer_unordered(16).collect().await;
             results.into_iter().collect::<io::Result<()>>()
         })
+    }
+
+    /// For a case that failed or stopped: waits for its PUTs in flight (so none lands after its
+    /// data is removed) and drops the held metadata.
+    pub fn drain(&self) {
+        let running = std::mem::take(&mut self.state.lock().unwrap().running);
+        for t in running {
+            let _ = runtime().block_on(t);
+        }
+        self.held.lock().unwrap().clear();
     }
 }

@@ -52,7 +52,7 @@ pub struct Requests {
     pub heads: u64,
     pub lists: u64,
     pub bytes: u64,
-    /// PUTs (a multipart upload counts one per part) and DELETEs, of a bucket output.
+    /// PUTs (a multipart upload counts one per part) and objects deleted, of a bucket output.
     pub puts: u64,
     pub deletes: u64,
     /// The bytes PUT.

@@ -70,6 +70,9 @@ pub struct CaseMemory {
     /// What stages share per slab ([`crate::stages::shared`]): the consensus node's masks and
     /// the attention region.
     pub shared: u64,
+    /// On a bucket output: the case's chunk PUTs in flight and an export's multipart upload
+    /// ([`crate::files::mirror::UPLOAD_BYTES`]).
+    pub uploads: u64,
     /// All of it, and a tenth more for the allocator.
     pub total: u64,
 }
@@ -98,7 +101,9 @@ pub fn case_memory_parts(headers: &[Header], depth: usize, p: &Pipeline) -> Case
     let readers = headers.len() as u64 * per_reader;
     let all: Vec<&crate::stages::StageConfig> = p.stages.iter().collect();
     let shared = crate::stages::shared::memory(&all, headers[0].shape(), depth, p.input.classes.len());
-    let heap = SLABS_IN_FLIGHT as u64 * slab_set + convert + readers + stages.iter().sum::<u64>() + shared;
+    let uploads =
+        if crate::files::mirror::of(&p.output.dir).is_some() { crate::files::mirror::UPLOAD_BYTES } else { 0 };
+    let heap = SLABS_IN_FLIGHT as u64 * slab_set + convert + readers + stages.iter().sum::<u64>() + shared + uploads;
     // What malloc keeps of freed blocks on top: full-size cases of the contract pipeline
     // peaked 5–8 % above the sum (massif and VmHWM, benches/README.md).
     CaseMemory {
@@ -108,6 +113,7 @@ pub fn case_memory_parts(headers: &[Header], depth: usize, p: &Pipeline) -> Case
         convert,
         stages,
         shared,
+        uploads,
         total: heap + heap / 10,
     }
 }
@@ -254,10 +260,20 @@ fn resumable(
     // On a bucket output, a release export being written lives in the scratch folder of the
     // process that wrote it: a checkpoint of another process cannot go on with it.
     let export = env.out_dir.join("release").join(format!("{}.partial", case.id));
-    let exports = p.stages.iter().any(|s| matches!(s, crate::stages::StageConfig::Assemble(a) if a.export_nifti))
-        && crate::files::mirror::of(env.out_dir).is_some();
+    let exporting = |scope: &[String]| {
+        p.stages
+            .iter()
+            .any(|s| matches!(s, crate::stages::StageConfig::Assemble(a) if a.export_nifti) && scope.contains(&s.id()))
+            && crate::files::mirror::of(env.out_dir).is_some()
+    };
+    // A HEAD on a bucket output: an error fails the case (it is not taken for "no group").
+    let group = match &cp {
+        Some(_) => crate::files::mirror::exists(&case_dir.join("zarr.json"))
+            .map_err(|e| format!("{}: {e}", crate::files::mirror::display(case_dir)))?,
+        None => false,
+    };
     let valid = cp.filter(|cp| {
-        if exports && !export.is_dir() {
+        if exporting(scope) && !export.is_dir() {
             tracing::info!(case = %case.id, "The release export of this case was in the scratch folder of the run that stopped; it starts over.");
             return false;
         }
@@ -266,7 +282,7 @@ fn resumable(
             && cp.nz == nz
             && cp.z < nz
             && cp.z % depth == 0
-            && crate::files::mirror::exists(&case_dir.join("zarr.json")).unwrap_or(false)
+            && group
     });
     if valid.is_none() {
         env.journal.clear_slab(&case.id).map_err(|e| e.to_string())?;

@@ -140,7 +140,7 @@ voxel's attention (inconsistency + uncertainty + overlap), as in Figure 4 of Abd
 <h2>Ranking</h2>
 <table id="ranking"><thead><tr><th>rank</th><th>case</th><th>dataset</th><th>attention size</th><th>flagged</th></tr></thead><tbody>
 "#,
-        out = esc(&out.display().to_string()),
+        out = esc(&crate::files::mirror::display(out)),
         n = rows.len(),
         svg = figure(&rows),
     );

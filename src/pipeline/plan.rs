@@ -122,8 +122,12 @@ pub fn plan(p: &Pipeline) -> Plan {
         },
         Node {
             name: "convert".into(),
-            does: "stores each volume's slab as one Zarr chunk, compressed on the rayon pool".into(),
-            holds: mem.convert,
+            does: if mem.uploads > 0 {
+                "stores each volume's slab as one Zarr chunk, compressed on the rayon pool; PUT to the bucket, the case's PUTs in flight counted here".into()
+            } else {
+                "stores each volume's slab as one Zarr chunk, compressed on the rayon pool".into()
+            },
+            holds: mem.convert + mem.uploads,
             writes: vec!["cases/{case}.zarr/{ct,predictions,labels,revised}/…".into()],
         },
     ];

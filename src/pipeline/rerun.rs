@@ -171,7 +171,9 @@ impl Partial {
     /// groups converted again or gone, and what the rerun and the dropped stages wrote.
     pub fn to_remove(&self, p: &Pipeline, out: &Path, case_id: &str) -> Vec<PathBuf> {
         let case_dir = out.join("cases").join(format!("{case_id}.zarr"));
-        let mut v = self.leftover.clone();
+        // Recorded relative to the output (the output may move, and a bucket output's
+        // scratch folder is another one each run); older records hold absolute paths.
+        let mut v: Vec<PathBuf> = self.leftover.iter().map(|l| out.join(l)).collect();
         v.extend(self.convert.iter().chain(&self.remove).map(|g| case_dir.join(g)));
         let kinds = self.stage_kinds(p).into_iter().chain(self.dropped.iter().map(String::as_str));
         for k in kinds.filter_map(StageKind::named) {
@@ -199,7 +201,12 @@ impl Partial {
                 row.consensus_voxels = c;
             }
         }
-        let outcome = Outcome::Redoing { kept, remove: self.to_remove(p, out, &rec.case_id), why: self.why.clone() };
+        let remove = self
+            .to_remove(p, out, &rec.case_id)
+            .into_iter()
+            .map(|path| path.strip_prefix(out).map(Path::to_path_buf).unwrap_or(path))
+            .collect();
+        let outcome = Outcome::Redoing { kept, remove, why: self.why.clone() };
         CaseRecord { outcome, ..rec.clone() }
     }
 

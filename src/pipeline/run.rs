@@ -97,7 +97,7 @@ impl RunSummary {
         let r = crate::files::objects::requests();
         if r != Default::default() {
             eprintln!(
-                "Object storage: {} GET ({}), {} HEAD, {} LIST, {} PUT ({}), {} DELETE request(s).",
+                "Object storage: {} GET ({}), {} HEAD, {} LIST, {} PUT ({}) request(s); {} object(s) deleted.",
                 r.gets,
                 human_bytes(r.bytes),
                 r.heads,
@@ -269,7 +269,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                                 case_id: c.id.clone(),
                                 dataset: c.dataset.clone(),
                                 run: String::new(),
-                                outcome: Outcome::Failed { error: e },
+                                outcome: Outcome::Failed { error: crate::files::mirror::shown(&e) },
                             };
                             fresh_records.lock().unwrap().push(rec);
                             continue;
@@ -302,6 +302,9 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                             paused.fetch_add(1, Ordering::Relaxed);
                             let unnamed = if standing.is_some() { journal.forget(&c.id).is_ok() } else { true };
                             if unnamed && journal.clear_slab(&c.id).is_ok() {
+                                if let Ok(s) = &sync {
+                                    s.drain();
+                                }
                                 for path in case_outputs(out, &c.id) {
                                     let _ = remove_path(&path);
                                 }
@@ -329,7 +332,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                                 }),
                             }
                         }
-                        Err(e) => Outcome::Failed { error: e.clone() },
+                        Err(e) => Outcome::Failed { error: crate::files::mirror::shown(e) },
                     };
                     let mut rec =
                         CaseRecord { case_id: c.id.clone(), dataset: c.dataset.clone(), run: String::new(), outcome };
@@ -340,6 +343,9 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                         // space), and its slab checkpoint.
                         let unnamed = if standing.is_some() { journal.forget(&c.id).is_ok() } else { true };
                         if unnamed && journal.clear_slab(&c.id).is_ok() {
+                            if let Ok(s) = &sync {
+                                s.drain();
+                            }
                             for path in case_outputs(out, &c.id) {
                                 let _ = remove_path(&path);
                             }
@@ -351,7 +357,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
                     let r = match recorded {
                         Ok(()) => r,
                         Err(e) => {
-                            rec.outcome = Outcome::Failed { error: e.to_string() };
+                            rec.outcome = Outcome::Failed { error: crate::files::mirror::shown(&e.to_string()) };
                             Err(e.to_string())
                         }
                     };

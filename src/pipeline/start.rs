@@ -93,11 +93,12 @@ fn discard_recognised(out: &Path) -> Result<(), RunError> {
     remove_tables(out)?;
     let report = out.join("report.html");
     remove_path(&report).map_err(io(&report))?;
-    let Ok(entries) = std::fs::read_dir(out.join("cases")) else { return Ok(()) };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+    // On a bucket output the groups are in the bucket only.
+    let cases = out.join("cases");
+    let names = crate::files::mirror::list_dir(&cases).map_err(io(&cases))?;
+    for name in names {
         let Some(id) = name.strip_suffix(".zarr") else { continue };
-        let ours = std::fs::read(e.path().join("zarr.json"))
+        let ours = crate::files::mirror::read(&cases.join(&name).join("zarr.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|v| v.pointer("/attributes/slabflow/case_id").is_some());

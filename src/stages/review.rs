@@ -257,10 +257,13 @@ pub fn remove_exports(out: &Path) -> Result<(), String> {
 
 /// Removes the entries of review/ for which `gone(name, path)` holds.
 fn remove_where(out: &Path, gone: impl Fn(&str, &Path) -> bool) -> Result<(), String> {
-    let Ok(entries) = std::fs::read_dir(out.join("review")) else { return Ok(()) };
-    for e in entries.flatten() {
-        if gone(&e.file_name().to_string_lossy(), &e.path()) {
-            crate::files::durable::remove_path(&e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
+    // On a bucket output, the folders in the bucket (their `.source` files are in the scratch).
+    let review = out.join("review");
+    let names = crate::files::mirror::list_dir(&review).map_err(|e| format!("{}: {e}", review.display()))?;
+    for name in names {
+        let path = review.join(&name);
+        if gone(&name, &path) {
+            crate::files::durable::remove_path(&path).map_err(|err| format!("{}: {err}", path.display()))?;
         }
     }
     Ok(())

@@ -159,7 +159,10 @@ impl CaseStore {
         writes: Option<&Arc<crate::files::mirror::Writes>>,
     ) -> Result<CaseStore, StoreError> {
         // Not `fresh` for this look: the group's own metadata is there from before.
-        if !OutStore::new(dir, false, writes).has("zarr.json") {
+        let there = OutStore::new(dir, false, writes)
+            .has("zarr.json")
+            .map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        if !there {
             return Err(StoreError::Zarr { path: dir.to_owned(), message: "the case's Zarr group is missing".into() });
         }
         Ok(CaseStore { dir: dir.to_owned(), store: Arc::new(OutStore::new(dir, fresh, writes)) })
@@ -193,7 +196,11 @@ impl CaseStore {
         for part in name.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
             parent.push('/');
             parent.push_str(part);
-            if !self.store.has(&format!("{}/zarr.json", &parent[1..])) {
+            let there = self
+                .store
+                .has(&format!("{}/zarr.json", &parent[1..]))
+                .map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+            if !there {
                 self.group(&parent, Map::new())?;
             }
         }

@@ -147,15 +147,17 @@ impl OutStore {
         }
     }
 
-    /// Whether the group holds `key` (e.g. `liver/zarr.json`).
-    pub fn has(&self, key: &str) -> bool {
+    /// Whether the group holds `key` (e.g. `liver/zarr.json`); a bucket that cannot be asked
+    /// is an error.
+    pub fn has(&self, key: &str) -> std::io::Result<bool> {
         match self {
-            OutStore::Disk(s) => s.base.join(key).is_file(),
+            OutStore::Disk(s) => Ok(s.base.join(key).is_file()),
             OutStore::Bucket(b) => {
                 let rel = b.rel(key);
-                b.writes.holds(&rel)
-                    || b.written.lock().unwrap().contains(key)
-                    || (!b.fresh && b.writes.mirror().exists(&rel).unwrap_or(false))
+                if b.writes.holds(&rel) || b.written.lock().unwrap().contains(key) {
+                    return Ok(true);
+                }
+                if b.fresh { Ok(false) } else { b.writes.mirror().exists(&rel) }
             }
         }
     }
