@@ -72,9 +72,15 @@ impl ArrayJob<'_> {
         // (the run's scratch folder is its own, and goes when it ends).
         let bucket = crate::files::mirror::of(&self.p.output.dir).map(|(m, _)| m.url.clone());
         let (out, dir) = match &bucket {
-            Some(url) => (PathBuf::from(url), absolute(Path::new("slabflow-slurm"))?),
+            Some(url) => {
+                std::fs::create_dir_all("slabflow-slurm/logs").map_err(io_err("slabflow-slurm".into()))?;
+                (PathBuf::from(url), absolute(Path::new("slabflow-slurm"))?)
+            }
             None => {
-                let out = absolute(&self.p.output.dir)?;
+                let out = &self.p.output.dir;
+                std::fs::create_dir_all(out.join("slurm").join("logs"))
+                    .map_err(io_err(format!("{}", out.display())))?;
+                let out = absolute(out)?;
                 let dir = out.join("slurm");
                 (out, dir)
             }

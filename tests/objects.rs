@@ -199,6 +199,71 @@ fn a_server_restarted_mid_run_is_waited_for() {
     assert_eq!(util::outputs(&out), util::outputs(&local));
 }
 
+/// The same with the outputs in the bucket too: the run's PUTs are retried while the server is
+/// away; the run finishes, or fails what it could not write, naming the URL, and the next run
+/// finishes — with the outputs of a disk run.
+#[test]
+fn a_server_restarted_while_a_run_writes_to_it_is_waited_for() {
+    use std::io::BufRead;
+    let mut s3 = SeaweedFs::start();
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 3, [64, 64, 48]);
+    s3.upload(&corpus, "corpora", "c");
+    s3.create_bucket("results");
+    let p = util::convert_pipeline(t.path(), &format!("[runtime]\nworkers = 1\nslab_depth = 4\n\n{STAGES}"));
+    let local = t.path().join("local");
+    assert!(util::run(&p, &corpus, &local, &[]).status.success());
+
+    let mut c = util::bin();
+    c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", "s3://results/r"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped());
+    s3.env(&mut c);
+    let mut child = c.spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while err.read_line(&mut said).unwrap() > 0 && !said.contains("Plan:") {}
+    s3.stop();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s3.restart();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    if !(status.success() && rest.contains("3 of 3 cases succeeded")) {
+        assert!(rest.contains("s3://"), "{said}{rest}");
+        let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/r"), &[]);
+        assert!(o.status.success(), "{}", util::stderr(&o));
+    }
+    let diff = differences(&util::outputs(&local), &bucket_outputs(&s3, "results", "r"));
+    assert!(diff.is_empty(), "after the restart:\n{}", diff.join("\n"));
+}
+
+/// A lease another host left in the bucket holds the output until it expires; then a run takes
+/// it over, saying whose it was.
+#[test]
+fn another_hosts_lease_in_a_bucket_holds_until_it_expires() {
+    let s3 = SeaweedFs::start();
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    util::synth(&corpus, 1, [24, 20, 8]);
+    s3.create_bucket("results");
+    let p = util::convert_pipeline(t.path(), STAGES);
+    let owner = r#"{"token":"elsewhere-1","host":"node-17","boot_id":"b","pid_ns":"x","pid":4242,"pid_start":1,"what":"a single-node run","started_unix":0,"expiry":3}"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".slabflow.leases")).unwrap();
+    std::fs::write(dir.path().join(".slabflow.leases/run.lease"), owner).unwrap();
+    s3.upload(dir.path(), "results", "leased");
+    let env = [("SLABFLOW_LEASE_SECS", "3")];
+    let o = run_from(&s3, &p, corpus.to_str().unwrap(), Path::new("s3://results/leased"), &env);
+    let err = util::stderr(&o);
+    assert!(!o.status.success() && err.contains("pid 4242 on node-17"), "{err}");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let o = run_from(&s3, &p, corpus.to_str().unwrap(), Path::new("s3://results/leased"), &env);
+    let err = util::stderr(&o);
+    assert!(o.status.success() && err.contains("Taking over the lease") && err.contains("node-17"), "{err}");
+}
+
 /// A corpus in a bucket, outputs to a bucket: the objects equal the files of a disk run, byte
 /// for byte (Zarr chunks and metadata, tables, report, review and release exports); a rerun
 /// keeps every case and rewrites nothing; the journal is in the bucket.
