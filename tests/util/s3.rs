@@ -157,6 +157,12 @@ impl SeaweedFs {
         runtime().block_on(store.put(&".bucket".into(), Vec::<u8>::new().into())).unwrap();
     }
 
+    /// The ETag the server gives the object `key` of `bucket`.
+    pub fn e_tag(&self, bucket: &str, key: &str) -> String {
+        let store = self.store(bucket);
+        runtime().block_on(store.head(&key.into())).unwrap().e_tag.unwrap_or_default()
+    }
+
     /// Every object under `prefix/` of `bucket`, by key relative to it.
     pub fn download(&self, bucket: &str, prefix: &str) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
         use futures::TryStreamExt;
