@@ -465,6 +465,9 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
 
     let dir = leases_dir(out);
     create_dir_durable(&dir).map_err(io(&dir))?;
+    if let Some((m, _)) = mirror::of(out) {
+        m.check_conditional_puts().map_err(io(out))?;
+    }
     let what = match hold {
         Hold::Exclusive => "a single-node run".to_string(),
         Hold::Shard(s) => format!("shard {s}"),

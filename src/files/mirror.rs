@@ -262,6 +262,30 @@ impl Mirror {
         }
     }
 
+    /// Checks once per process that the store honours `If-None-Match: *` (the lease and the
+    /// manifest rest on it): an object created twice on that condition must be refused the
+    /// second time. A store that ignores it (some older S3-compatible servers) would let two
+    /// runs write one output: refused, with what to do.
+    pub fn check_conditional_puts(&self) -> io::Result<()> {
+        static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        let r = CHECKED.get_or_init(|| {
+            let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let rel = format!(".slabflow.leases/.probe-{}-{nonce:x}", std::process::id());
+            let first = self.put_new(&rel, Bytes::from_static(b"probe")).map_err(|e| e.to_string())?;
+            let second = self.put_new(&rel, Bytes::from_static(b"probe")).map_err(|e| e.to_string())?;
+            let _ = remove_file(&self.local.join(&rel));
+            if first && !second {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: the store does not honour conditional PUTs (If-None-Match: *), on which slabflow's one-run-per-output lease rests; use a store that does (AWS S3, MinIO, Ceph RGW, SeaweedFS), or a disk output",
+                    self.url
+                ))
+            }
+        });
+        r.clone().map_err(io::Error::other)
+    }
+
     /// Whether an object is at `rel` (a HEAD).
     pub fn exists(&self, rel: &str) -> io::Result<bool> {
         HEADS.fetch_add(1, Ordering::Relaxed);
