@@ -3,7 +3,8 @@
 usage: measure.py REPEAT SETUP_CMD -- CMD...
 SETUP_CMD (a shell string, may be ':') runs before each repetition, unmeasured (e.g. removing
 the previous output). Peak RSS is the child's own ru_maxrss from wait4, so each repetition is
-measured alone. Output: one line "<median seconds> <peak bytes>".
+measured alone. Output: one line "<median seconds> <peak bytes>", and with MEASURE_CPU=1 a
+third field: the median CPU seconds (user + system) of the child.
 """
 import os
 import statistics
@@ -14,7 +15,7 @@ import time
 repeat = int(sys.argv[1])
 setup = sys.argv[2]
 cmd = sys.argv[sys.argv.index("--") + 1:]
-walls, peaks = [], []
+walls, peaks, cpus = [], [], []
 for _ in range(repeat):
     subprocess.run(setup, shell=True, check=True)
     t = time.perf_counter()
@@ -22,6 +23,10 @@ for _ in range(repeat):
     _, status, usage = os.wait4(p.pid, 0)
     walls.append(time.perf_counter() - t)
     peaks.append(usage.ru_maxrss * 1024)
+    cpus.append(usage.ru_utime + usage.ru_stime)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{cmd} failed with status {status}")
-print(f"{statistics.median(walls):.3f} {max(peaks)}")
+line = f"{statistics.median(walls):.3f} {max(peaks)}"
+if os.environ.get("MEASURE_CPU") == "1":
+    line += f" {statistics.median(cpus):.3f}"
+print(line)

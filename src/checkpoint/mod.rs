@@ -670,7 +670,8 @@ pub struct SlabCheckpoint {
 }
 
 impl SlabCheckpoint {
-    pub const FORMAT: u32 = 3;
+    /// 4: the surface Dice keeps its code slices as row bands.
+    pub const FORMAT: u32 = 4;
 }
 
 /// What `slabflow status` reports.

@@ -62,18 +62,57 @@ fn distance(s: [f64; 3], dx: isize, dy: isize, dz: isize) -> f64 {
     (a * a + b * b + c * c).sqrt()
 }
 
-/// One mask's neighbourhood codes on one corner slice ((nx+1)·(ny+1), x fastest); empty when
-/// the slice has no surfel.
-type Codes = Vec<u8>;
+/// One mask's neighbourhood codes on one corner slice ((nx+1)·(ny+1) corners, x fastest),
+/// kept for the band of corner rows that can hold a non-zero code: rows `y0 .. y0 + rows`, every
+/// code outside it 0. Empty (no rows) when the slice has no surfel. Masks are sparse (an
+/// organ spans a fraction of the rows), so the band is what every pass touches.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Codes {
+    y0: usize,
+    /// `rows × (nx+1)` codes.
+    data: Vec<u8>,
+}
+
+impl Codes {
+    fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn rows(&self, cx: usize) -> std::ops::Range<usize> {
+        self.y0..self.y0 + self.data.len() / cx
+    }
+
+    /// The code at corner (x, y); 0 outside the band.
+    #[inline]
+    fn at(&self, cx: usize, x: usize, y: usize) -> u8 {
+        match y.checked_sub(self.y0) {
+            Some(r) => self.data.get(r * cx + x).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+}
 
 /// A corner slice's codes from the half codes of the mask slice below it and of the one above
-/// (whose bits move one place right: c = 1).
-fn combine(lower: &Codes, upper: &Codes) -> Codes {
+/// (whose bits move one place right: c = 1), over the union of their bands.
+fn combine(lower: &Codes, upper: &Codes, cx: usize) -> Codes {
     match (lower.is_empty(), upper.is_empty()) {
-        (true, true) => Codes::new(),
+        (true, true) => Codes::default(),
         (false, true) => lower.clone(),
-        (true, false) => upper.iter().map(|&u| u >> 1).collect(),
-        (false, false) => lower.iter().zip(upper).map(|(&l, &u)| l | (u >> 1)).collect(),
+        (true, false) => Codes { y0: upper.y0, data: upper.data.iter().map(|&u| u >> 1).collect() },
+        (false, false) => {
+            let (l, u) = (lower.rows(cx), upper.rows(cx));
+            let y0 = l.start.min(u.start);
+            let end = l.end.max(u.end);
+            let mut data = vec![0u8; (end - y0) * cx];
+            let at = |y: usize| (y - y0) * cx;
+            for (d, &v) in data[at(l.start)..at(l.end)].iter_mut().zip(&lower.data) {
+                *d = v;
+            }
+            for (d, &v) in data[at(u.start)..at(u.end)].iter_mut().zip(&upper.data) {
+                *d |= v >> 1;
+            }
+            Codes { y0, data }
+        }
     }
 }
 
@@ -112,7 +151,7 @@ impl SurfaceDice {
             areas: area_table(spacing),
             offsets,
             rz,
-            prev: [Codes::new(), Codes::new()],
+            prev: [Codes::default(), Codes::default()],
             window: VecDeque::new(),
             next_corner: 0,
             evaluated: 0,
@@ -138,15 +177,16 @@ impl SurfaceDice {
     /// Pushes the next z-slice of G and of P (0/1 per voxel, x fastest).
     pub fn push(&mut self, g: &[u8], p: &[u8]) {
         assert!(self.next_corner < self.nz, "more slices than the volume has");
+        let cx = self.nx + 1;
         let halves = [self.half_codes(g), self.half_codes(p)];
-        let cg = combine(&self.prev[0], &halves[0]);
-        let cp = combine(&self.prev[1], &halves[1]);
+        let cg = combine(&self.prev[0], &halves[0], cx);
+        let cp = combine(&self.prev[1], &halves[1], cx);
         self.window.push_back((self.next_corner, cg, cp));
         self.next_corner += 1;
         if self.next_corner == self.nz {
             // The last corner slice sees the last mask slice and the outside.
-            let cg = combine(&halves[0], &Codes::new());
-            let cp = combine(&halves[1], &Codes::new());
+            let cg = combine(&halves[0], &Codes::default(), cx);
+            let cp = combine(&halves[1], &Codes::default(), cx);
             self.window.push_back((self.nz, cg, cp));
             self.next_corner += 1;
         }
@@ -159,25 +199,30 @@ impl SurfaceDice {
     /// (c = 1) it contributes the same bits shifted right by one. Empty when the slice is.
     fn half_codes(&self, mask: &[u8]) -> Codes {
         let (nx, ny) = (self.nx, self.ny);
-        if super::all_zero(mask) {
-            return Codes::new();
-        }
+        let row = |y: usize| &mask[y * nx..(y + 1) * nx];
+        // The mask's rows r0..=r1 hold every set voxel; corner rows r0..=r1+1 see them.
+        let Some(r0) = (0..ny).find(|&y| !super::all_zero(row(y))) else { return Codes::default() };
+        let r1 = (r0..ny).rev().find(|&y| !super::all_zero(row(y))).unwrap_or(r0);
         let cx = nx + 1;
-        let mut out = vec![0u8; cx * (ny + 1)];
         let zero = vec![0u8; nx];
-        for cy in 0..=ny {
-            // Rows y = cy − 1 (b = 0) and y = cy (b = 1).
-            let a_row = if cy > 0 { &mask[(cy - 1) * nx..cy * nx] } else { &zero[..] };
-            let b_row = if cy < ny { &mask[cy * nx..(cy + 1) * nx] } else { &zero[..] };
-            let row = &mut out[cy * cx..(cy + 1) * cx];
-            // Voxel x is a = 1 of corner x and a = 0 of corner x + 1.
-            for x in 0..nx {
-                let (va, vb) = (a_row[x], b_row[x]);
-                row[x] |= (va << 3) | (vb << 1); // a = 1: 8 (b = 0), 2 (b = 1)
-                row[x + 1] |= (va << 7) | (vb << 5); // a = 0: 128 (b = 0), 32 (b = 1)
-            }
+        let mut data = Vec::with_capacity((r1 - r0 + 2) * cx);
+        for cy in r0..=r1 + 1 {
+            // Rows y = cy − 1 (b = 0) and y = cy (b = 1). Voxel x is a = 1 of corner x
+            // (8 for b = 0, 2 for b = 1) and a = 0 of corner x + 1 (128, 32): corner x takes
+            // voxel x's low bits and voxel x − 1's high ones, so each corner is written once.
+            let a = if cy > 0 { row(cy - 1) } else { &zero[..] };
+            let b = if cy < ny { row(cy) } else { &zero[..] };
+            let lo = |x: usize| (a[x] << 3) | (b[x] << 1);
+            let hi = |x: usize| (a[x] << 7) | (b[x] << 5);
+            data.push(lo(0));
+            data.extend(
+                a[1..].iter().zip(&b[1..]).zip(a.iter().zip(b.iter())).map(|((&a1, &b1), (&a0, &b0))| {
+                    (a1 << 3) | (b1 << 1) | (a0 << 7) | (b0 << 5)
+                }),
+            );
+            data.push(hi(nx - 1));
         }
-        out
+        Codes { y0: r0, data }
     }
 
     /// Evaluates every corner slice whose neighbours within rz are all known.
@@ -213,9 +258,9 @@ impl SurfaceDice {
             if mine.is_empty() {
                 continue;
             }
-            for y in 0..cy {
-                for x in 0..cx {
-                    let code = mine[y * cx + x];
+            for y in mine.rows(cx) {
+                let row = &mine.data[(y - mine.y0) * cx..(y - mine.y0 + 1) * cx];
+                for (x, &code) in row.iter().enumerate() {
                     if !is_surfel(code) {
                         continue;
                     }
@@ -228,7 +273,7 @@ impl SurfaceDice {
                         }
                         near[(dz + rz) as usize].is_some_and(|(_, og, op)| {
                             let other = if m == 0 { op } else { og };
-                            other.get(yy as usize * cx + xx as usize).is_some_and(|&c| is_surfel(c))
+                            is_surfel(other.at(cx, xx as usize, yy as usize))
                         })
                     });
                     if hit {
