@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
+use zarrs::array::CodecOptions;
 use zarrs::array::codec::{BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode, ZstdCodec};
 use zarrs::array::{Array, ArrayBuilder, BytesToBytesCodecTraits, Element, data_type};
 use zarrs::group::GroupBuilder;
@@ -280,24 +281,51 @@ impl ImageWriter {
     /// Writes the slab starting at slice `z0` (a multiple of the slab depth). `data` holds
     /// `nz * ny * nx` values, `nz` = slab depth except for the last slab; the last chunk is
     /// padded with the fill value so every write is a whole chunk.
-    pub fn write_slab<T: Element + FromF64>(&self, z0: usize, data: &[T]) -> Result<(), StoreError> {
+    pub fn write_slab<T: Element + FromF64 + bytemuck::Pod>(&self, z0: usize, data: &[T]) -> Result<(), StoreError> {
         let [nx, ny, nz] = self.shape;
         assert_eq!(z0 % self.depth, 0, "slab does not start on a chunk boundary");
         let slice = nx * ny;
         assert_eq!(data.len() % slice, 0);
         let chunk = [(z0 / self.depth) as u64, 0, 0];
         let full = self.depth * slice;
+        // One vectorised scan decides whether the chunk is all fill value (zarrs' own check
+        // goes element by element): then it is erased (no object), else stored unchecked.
+        let fill = T::from_f64(self.fill);
+        if all_equal(bytemuck::cast_slice(data), bytemuck::bytes_of(&fill)) {
+            return self.array.erase_chunk(&chunk).map_err(|e| zerr(&self.dir, e));
+        }
+        let opts = CodecOptions::default().with_store_empty_chunks(true);
         let r = if data.len() == full {
-            self.array.store_chunk(&chunk, data)
+            self.array.store_chunk_opt(&chunk, data, &opts)
         } else {
             assert!(z0 + data.len() / slice == nz, "only the last slab may be short");
             let mut padded = Vec::with_capacity(full);
             padded.extend_from_slice(data);
-            padded.resize(full, T::from_f64(self.fill));
-            self.array.store_chunk(&chunk, padded)
+            padded.resize(full, fill);
+            self.array.store_chunk_opt(&chunk, padded, &opts)
         };
         r.map_err(|e| zerr(&self.dir, e))
     }
+}
+
+/// Whether `bytes` is `value` (one element's bytes: 1, 2, 4 or 8 of them) repeated: compared a
+/// u64 word at a time, 32 words per early exit, which the compiler vectorises.
+pub fn all_equal(bytes: &[u8], value: &[u8]) -> bool {
+    let n = value.len();
+    if n == 0 || !8usize.is_multiple_of(n) || !bytes.len().is_multiple_of(n) {
+        return bytes.chunks(n.max(1)).all(|c| c == value);
+    }
+    let (head, words, tail) = bytemuck::pod_align_to::<u8, u64>(bytes);
+    // `head` ends where words begin: a multiple of the element size from an element-aligned
+    // start, so the pattern's phase is the element's.
+    let mut pattern = [0u8; 8];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = value[i % n];
+    }
+    let word = u64::from_ne_bytes(pattern);
+    head.chunks(n).all(|c| c == value)
+        && tail.chunks(n).all(|c| c == value)
+        && words.chunks(32).all(|block| block.iter().fold(0u64, |a, &w| a | (w ^ word)) == 0)
 }
 
 /// Converts a fill value to an element type.
@@ -326,4 +354,33 @@ fn zarr_type(dt: DataType, fill: f64) -> (zarrs::array::DataType, zarrs::array::
 
 fn zerr(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Zarr { path: path.to_owned(), message: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_equal;
+
+    #[test]
+    fn all_equal_finds_one_other_element_anywhere_for_every_element_size() {
+        let cases: [(&[u8], usize); 4] =
+            [(&[0], 1), (&(-1024i16).to_ne_bytes(), 2), (&1.5f32.to_ne_bytes(), 4), (&(-2.0f64).to_ne_bytes(), 8)];
+        for (value, n) in cases {
+            for len in [0, 1, 3, 31, 32, 33, 300, 1000] {
+                // Backed by u64s, so that every offset of a whole element can be tried.
+                let mut words = vec![0u64; (len * n).div_ceil(8) + 2];
+                for start in [0, n, 2 * n, 8] {
+                    let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut words)[start..start + len * n];
+                    for e in bytes.chunks_mut(n) {
+                        e.copy_from_slice(value);
+                    }
+                    assert!(all_equal(bytes, value), "n {n} len {len} start {start}");
+                    for at in 0..len {
+                        bytes[at * n] ^= 0x40;
+                        assert!(!all_equal(bytes, value), "n {n} len {len} start {start} at {at}");
+                        bytes[at * n] ^= 0x40;
+                    }
+                }
+            }
+        }
+    }
 }
