@@ -255,7 +255,7 @@ impl SlabStage for AssembleStage {
             Ok(())
         })?;
         for (v, m) in self.voxels.iter_mut().zip(&self.masks) {
-            *v += m.iter().map(|&x| x as u64).sum::<u64>();
+            *v += super::sum_bytes(m);
         }
         self.ids.clear();
         self.ids.resize(n, 0);

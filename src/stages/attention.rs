@@ -126,6 +126,10 @@ struct Scratch {
     p: Vec<f64>,
     e: Vec<f64>,
     mean: Vec<f64>,
+    /// One class's Σ (p − mean)², Σ −p ln p and model overlap along the row.
+    var: Vec<f64>,
+    unc: Vec<f64>,
+    overlap: Vec<u8>,
     above: Vec<u8>,
     consensus: Vec<u8>,
     /// Classes with a non-zero p in the current row.
@@ -138,6 +142,9 @@ impl Scratch {
             p: vec![0.0; models * classes * nx],
             e: vec![0.0; models * classes * nx],
             mean: vec![0.0; classes * nx],
+            var: vec![0.0; nx],
+            unc: vec![0.0; nx],
+            overlap: vec![0; nx],
             above: vec![0; models * nx],
             consensus: vec![0; nx],
             active: vec![false; classes],
@@ -222,31 +229,44 @@ fn row_stats(
     // consensus at exactly 0.5 must fall on the same side.
     let n_models = models as f64;
     s.consensus.fill(0);
+    // Each sum runs over the models in order, as the per-voxel loops did (the same f64 values,
+    // bit for bit), but model by model along the row: loops the compiler vectorises.
     for c in (0..classes).filter(|&c| s.active[c]) {
-        for x in 0..nx {
-            let mut sum = 0.0;
-            for n in 0..models {
-                sum += s.p[(n * classes + c) * nx + x];
+        let mean = &mut s.mean[c * nx..(c + 1) * nx];
+        mean.fill(0.0);
+        for n in 0..models {
+            let at = (n * classes + c) * nx;
+            for (m, &p) in mean.iter_mut().zip(&s.p[at..at + nx]) {
+                *m += p;
             }
-            let mean = sum / n_models;
-            s.mean[c * nx + x] = mean;
-            s.consensus[x] += (mean > 0.5) as u8;
+        }
+        for (m, k) in mean.iter_mut().zip(s.consensus.iter_mut()) {
+            *m /= n_models;
+            *k += (*m > 0.5) as u8;
         }
     }
     for c in (0..classes).filter(|&c| s.active[c]) {
+        let mean = &s.mean[c * nx..(c + 1) * nx];
+        let (var, unc, overlap) = (&mut s.var[..nx], &mut s.unc[..nx], &mut s.overlap[..nx]);
+        var.fill(0.0);
+        unc.fill(0.0);
+        overlap.fill(0);
+        for n in 0..models {
+            let at = (n * classes + c) * nx;
+            let (p, e, above) = (&s.p[at..at + nx], &s.e[at..at + nx], &s.above[n * nx..(n + 1) * nx]);
+            for x in 0..nx {
+                let d = p[x] - mean[x];
+                var[x] += d * d;
+                unc[x] += e[x];
+                overlap[x] |= ((p[x] > 0.5) & (above[x] >= 2)) as u8;
+            }
+        }
         for x in 0..nx {
-            let mean = s.mean[c * nx + x];
+            let mean = mean[x];
             if mean == 0.0 {
                 continue;
             }
-            let (mut var, mut unc, mut overlap) = (0.0, 0.0, false);
-            for n in 0..models {
-                let i = (n * classes + c) * nx + x;
-                let d = s.p[i] - mean;
-                var += d * d;
-                unc += s.e[i];
-                overlap |= s.p[i] > 0.5 && s.above[n * nx + x] >= 2;
-            }
+            let (var, unc, overlap) = (var[x], unc[x], overlap[x] != 0);
             let consensus = mean > 0.5;
             f(
                 c,

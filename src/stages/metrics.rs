@@ -181,15 +181,19 @@ fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usi
                 *a = (v >= 128) as u8;
                 *s += v as u32;
             }
-            st.model[n] += above.iter().map(|&a| a as u64).sum::<u64>();
+            st.model[n] += super::sum_bytes(above);
         }
         let half = 255 * models as u32;
-        for (k, (cv, &s)) in cons.iter_mut().zip(&st.isum).enumerate() {
-            *cv = if 2 * s != half {
-                (2 * s > half) as u8
-            } else {
-                (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8
-            };
+        for (cv, &s) in cons.iter_mut().zip(&st.isum) {
+            *cv = (2 * s > half) as u8;
+        }
+        if models.is_multiple_of(2) {
+            // 2Σv is even and 255N odd for odd N: a tie needs an even N.
+            for (k, (cv, &s)) in cons.iter_mut().zip(&st.isum).enumerate() {
+                if 2 * s == half {
+                    *cv = (rows.iter().map(|r| r[k] as f64 / 255.0).sum::<f64>() / models as f64 > 0.5) as u8;
+                }
+            }
         }
     } else {
         st.sum.clear();
@@ -206,7 +210,7 @@ fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usi
                 *a = (p > 0.5) as u8;
                 *s += p;
             }
-            st.model[n] += above.iter().map(|&a| a as u64).sum::<u64>();
+            st.model[n] += super::sum_bytes(above);
         }
         // Σp / N, as numpy's mean: the same side of 0.5 as the attention stage.
         let n = models as f64;
@@ -214,9 +218,9 @@ fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usi
             *cv = (s / n > 0.5) as u8;
         }
     }
-    st.consensus += cons.iter().map(|&v| v as u64).sum::<u64>();
+    st.consensus += super::sum_bytes(cons);
     for (k, &(a, b)) in pairs.iter().enumerate() {
-        st.pair[k] += st.above[a].iter().zip(&st.above[b]).map(|(&x, &y)| (x & y) as u64).sum::<u64>();
+        st.pair[k] += super::sum_and(&st.above[a], &st.above[b]);
     }
     if let Some(label) = slab.label(c) {
         st.gt.clear();
@@ -227,8 +231,8 @@ fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usi
                 *g = (v as f64 > 0.0) as u8;
             }
         });
-        st.label += gt.iter().map(|&v| v as u64).sum::<u64>();
-        st.both += gt.iter().zip(&st.cons[local]).map(|(&g, &p)| (g & p) as u64).sum::<u64>();
+        st.label += super::sum_bytes(gt);
+        st.both += super::sum_and(gt, &st.cons[local]);
         if let Some(nsd) = &mut st.nsd {
             nsd.push(&st.gt, &st.cons);
         }

@@ -401,6 +401,20 @@ pub fn all_zero(bytes: &[u8]) -> bool {
         && words.chunks(32).all(|block| block.iter().fold(0u64, |a, &w| a | w) == 0)
 }
 
+/// Σ of the bytes (of 0/1 masks, or counts ≤ 255), summed in u32 lanes over 64 KiB blocks: the
+/// compiler vectorises a widening to u32 (a widening to u64 it leaves byte by byte).
+pub fn sum_bytes(bytes: &[u8]) -> u64 {
+    bytes.chunks(1 << 16).map(|c| c.iter().map(|&b| b as u32).sum::<u32>() as u64).sum()
+}
+
+/// Σ of `a[i] & b[i]` (voxels in both of two 0/1 masks), as [`sum_bytes`].
+pub fn sum_and(a: &[u8], b: &[u8]) -> u64 {
+    a.chunks(1 << 16)
+        .zip(b.chunks(1 << 16))
+        .map(|(x, y)| x.iter().zip(y).map(|(&p, &q)| (p & q) as u32).sum::<u32>() as u64)
+        .sum()
+}
+
 /// A stage state as bytes (postcard: compact, and f64 kept bit for bit).
 pub fn encode_state<T: serde::Serialize + ?Sized>(state: &T) -> Vec<u8> {
     postcard::to_stdvec(state).expect("stage states serialise")

@@ -216,9 +216,11 @@ impl SurfaceDice {
             let hi = |x: usize| (a[x] << 7) | (b[x] << 5);
             data.push(lo(0));
             data.extend(
-                a[1..].iter().zip(&b[1..]).zip(a.iter().zip(b.iter())).map(|((&a1, &b1), (&a0, &b0))| {
-                    (a1 << 3) | (b1 << 1) | (a0 << 7) | (b0 << 5)
-                }),
+                a[1..]
+                    .iter()
+                    .zip(&b[1..])
+                    .zip(a.iter().zip(b.iter()))
+                    .map(|((&a1, &b1), (&a0, &b0))| (a1 << 3) | (b1 << 1) | (a0 << 7) | (b0 << 5)),
             );
             data.push(hi(nx - 1));
         }
