@@ -99,7 +99,7 @@ fn write(c: &mut Criterion) {
         let store =
             CaseStore::create(&dir.path().join(format!("{codec:?}{level}.zarr")), Default::default(), false, None)
                 .unwrap();
-        let opts = ZarrOptions { slab_depth: DEPTH, codec, level, subchunks: None };
+        let opts = ZarrOptions::new(DEPTH, codec, level, None);
         let w = store.image("ct", &h, DataType::I16, -1024.0, &opts).unwrap();
         g.bench_function(BenchmarkId::new(format!("{codec:?}"), level), |b| {
             b.iter(|| w.write_slab(0, black_box(&data)).unwrap())

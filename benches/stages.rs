@@ -91,7 +91,7 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = CaseStore::create(&dir.path().join("case.zarr"), Default::default(), false, None).unwrap();
-        let opts = ZarrOptions { slab_depth: DEPTH, codec: Codec::None, level: 0, subchunks: None };
+        let opts = ZarrOptions::new(DEPTH, Codec::None, 0, None);
         let ct = Header::new_3d(
             [NX, NY, DEPTH],
             [0.8, 0.8, 1.0],

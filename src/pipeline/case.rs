@@ -335,7 +335,7 @@ pub fn process_case(
     let resume = resumable(case, p, env, &stamps, &scope, nz, depth.min(nz).max(1), &case_dir)?;
 
     let (codec, level) = p.output.codec();
-    let opts = ZarrOptions { slab_depth: depth, codec, level, subchunks: p.output.subchunks };
+    let opts = ZarrOptions::new(depth, codec, level, p.output.subchunks);
     let mut attrs = serde_json::Map::new();
     attrs.insert(
         "slabflow".into(),

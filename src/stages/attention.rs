@@ -315,10 +315,12 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
     let mut writers = Vec::new();
     if c.write_maps {
         let header = ctx.ct_header.with_stored(stored, true);
+        // Sparse float maps compress faster and smaller unshuffled (crate::zarr::ZarrOptions).
+        let opts = ctx.zarr.unshuffled();
         for class in &ctx.layout.classes {
             writers.push(
                 ctx.store
-                    .image(&format!("attention/{class}"), &header, stored, 0.0, ctx.zarr)
+                    .image(&format!("attention/{class}"), &header, stored, 0.0, &opts)
                     .map_err(|e| e.to_string())?,
             );
         }
@@ -398,7 +400,8 @@ pub(super) fn paper_slab<O: Send>(
 }
 
 /// One z-slice's piece of every class map, and its region above a threshold (when shared).
-type SlicePieces<'a> = (Vec<&'a mut [f32]>, Vec<Option<&'a mut BitSlice>>);
+/// With, per class, whether a voxel of the piece was set (the piece zeroed first).
+type SlicePieces<'a> = (Vec<&'a mut [f32]>, Vec<Option<&'a mut BitSlice>>, &'a mut [bool]);
 
 struct PaperStage {
     writers: Vec<ImageWriter>,
@@ -418,10 +421,12 @@ impl SlabStage for PaperStage {
         let (nxy, n, classes) = (slab.nxy(), slab.len(), slab.layout.classes.len());
         let write = !self.writers.is_empty();
         for m in &mut self.maps {
-            // Voxels row_stats skips have attention 0.
-            m.clear();
+            // Voxels row_stats skips have attention 0: a slice's piece of a map is zeroed when
+            // the first voxel of it is set, and the pieces never set after the slab — a map no
+            // voxel of which was set is not made at all (its chunk is erased).
             m.resize(if write { n } else { 0 }, 0.0);
         }
+        let mut touched = vec![false; slab.nz * classes];
         let [nx, ny, _] = slab.layout.shape;
         let mut above = self.above.as_ref().map(|(_, wanted, pool)| {
             let mut masks = pool.take();
@@ -434,8 +439,10 @@ impl SlabStage for PaperStage {
         });
         let threshold = self.above.as_ref().map_or(f64::INFINITY, |a| a.0);
         // Per z-slice: that slice's piece of every class map, and its region above.
-        let mut per_slice: Vec<SlicePieces> =
-            (0..slab.nz).map(|_| (Vec::with_capacity(classes), Vec::with_capacity(classes))).collect();
+        let mut per_slice: Vec<SlicePieces> = touched
+            .chunks_mut(classes)
+            .map(|t| (Vec::with_capacity(classes), Vec::with_capacity(classes), t))
+            .collect();
         if write {
             for m in &mut self.maps {
                 for (z, piece) in m.chunks_mut(nxy).enumerate() {
@@ -454,8 +461,12 @@ impl SlabStage for PaperStage {
                 }
             }
         }
-        let sums = paper_slab(slab, &self.ent, per_slice, |(maps, above), c, i, att| {
+        let sums = paper_slab(slab, &self.ent, per_slice, |(maps, above, touched), c, i, att| {
             if write {
+                if !touched[c] {
+                    maps[c].fill(0.0);
+                    touched[c] = true;
+                }
                 maps[c][i] = att as f32;
             }
             if att > threshold
@@ -466,10 +477,21 @@ impl SlabStage for PaperStage {
         })?;
         add(&mut self.sums, &sums);
         self.shared = above;
+        let touched = &touched;
         self.writers
             .par_iter()
-            .zip(&self.maps)
-            .try_for_each(|(w, m)| w.write_slab(slab.z0, m))
+            .zip(&mut self.maps)
+            .enumerate()
+            .try_for_each(|(c, (w, m))| {
+                let set: Vec<bool> = (0..slab.nz).map(|z| touched[z * classes + c]).collect();
+                if !set.contains(&true) {
+                    return w.write_fill(slab.z0);
+                }
+                for (piece, _) in m.chunks_mut(nxy).zip(&set).filter(|(_, s)| !**s) {
+                    piece.fill(0.0);
+                }
+                w.write_slab(slab.z0, m)
+            })
             .map_err(|e| e.to_string())
     }
 
