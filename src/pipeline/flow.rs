@@ -56,6 +56,8 @@ pub const SLABS_IN_FLIGHT: usize = 2;
 struct SlabSet {
     bufs: Option<Vec<Voxels>>,
     back: Sender<Vec<Voxels>>,
+    /// Per volume, its non-zero rows, made by the first stage that asks (`CaseSlab::rows`).
+    rows: Vec<crate::stages::RowSet>,
 }
 
 impl Drop for SlabSet {
@@ -393,7 +395,8 @@ pub fn stream(
                     tracing::debug!(case = %case_id, z0, n, "Slab read.");
                     slabs += 1;
                     bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
-                    let set = Arc::new(SlabSet { bufs: Some(bufs), back: back.clone() });
+                    let rows = bufs.iter().map(|_| Default::default()).collect();
+                    let set = Arc::new(SlabSet { bufs: Some(bufs), back: back.clone(), rows });
                     let item = Item { z0, n, set, consensus: None, above: None };
                     if !send(&read_out, Msg::Slab(item), &mut times) {
                         return Ok(false);
@@ -510,6 +513,7 @@ pub fn stream(
                             let slab = CaseSlab {
                                 consensus: item.consensus.as_deref().map(|m| &**m),
                                 attention_above: item.above.as_deref().map(|m| &**m),
+                                rows: Some(&item.set.rows),
                                 ..CaseSlab::new(item.z0, item.n, item.set.volumes(), layout)
                             };
                             if let Err(e) = stage.process(&slab) {

@@ -184,20 +184,24 @@ fn row_stats(
         // A class whose uint8 rows are all 0 is skipped before anything is decoded or
         // cleared (a vectorised scan): most rows of most classes are so.
         let u8_zero = |n: usize| match (&layout.prob[n][c], slab.prediction(n, c)) {
-            (ProbDecoder::U8Table, Voxels::U8(d)) => super::all_zero(&d[start..start + nx]),
+            (ProbDecoder::U8Table, Voxels::U8(d)) => match slab.rows {
+                Some(_) => !slab.row_nonzero(layout.predictions[n][c], z, y),
+                None => super::all_zero(&d[start..start + nx]),
+            },
             _ => false,
         };
         s.active[c] = false;
         if (0..models).all(u8_zero) {
             continue;
         }
+        let u8_nonzero = |n: usize| !u8_zero(n);
         for n in 0..models {
             let at = (n * classes + c) * nx;
             let (p, e) = (&mut s.p[at..at + nx], &mut s.e[at..at + nx]);
             match (&layout.prob[n][c], slab.prediction(n, c)) {
                 (ProbDecoder::U8Table, Voxels::U8(d)) => {
                     let row = &d[start..start + nx];
-                    if super::all_zero(row) {
+                    if !u8_nonzero(n) {
                         p.fill(0.0);
                         e.fill(0.0);
                         continue;

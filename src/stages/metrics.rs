@@ -127,13 +127,21 @@ fn active_rows(slab: &CaseSlab, c: usize, z: usize) -> Range<usize> {
         .collect();
     let Some(preds) = preds else { return 0..ny };
     let label = slab.label(c);
-    let row_zero = |y: usize| {
-        let r = y * nx..(y + 1) * nx;
-        preds.iter().all(|p| all_zero(&p[r.clone()]))
-            && label.is_none_or(|l| match l {
-                Voxels::U8(d) => all_zero(&d[base + r.start..base + r.end]),
-                l => with_voxels!(l, d => d[base + r.start..base + r.end].iter().all(|&v| v as f64 <= 0.0)),
-            })
+    let row_zero = |y: usize| match slab.rows {
+        // The rows shared by every stage (a label's negative values count as set there: a
+        // few more rows computed, the same counts).
+        Some(_) => {
+            (0..layout.models.len()).all(|n| !slab.row_nonzero(layout.predictions[n][c], z, y))
+                && layout.labels[c].is_none_or(|v| !slab.row_nonzero(v, z, y))
+        }
+        None => {
+            let r = y * nx..(y + 1) * nx;
+            preds.iter().all(|p| all_zero(&p[r.clone()]))
+                && label.is_none_or(|l| match l {
+                    Voxels::U8(d) => all_zero(&d[base + r.start..base + r.end]),
+                    l => with_voxels!(l, d => d[base + r.start..base + r.end].iter().all(|&v| v as f64 <= 0.0)),
+                })
+        }
     };
     let lo = (0..ny).find(|&y| !row_zero(y)).unwrap_or(ny);
     let hi = (lo..ny).rev().find(|&y| !row_zero(y)).map_or(lo, |y| y + 1);

@@ -201,12 +201,51 @@ pub struct CaseSlab<'a> {
     /// Per class and slice: paper attention above `CaseContext::paper_above`, from the
     /// attention stage.
     pub attention_above: Option<&'a shared::ClassBits>,
+    /// Per volume: which rows of the slab hold a non-zero voxel, computed by the first stage
+    /// that asks ([`CaseSlab::row_set`]) and shared with the others.
+    pub rows: Option<&'a [RowSet]>,
+}
+
+/// Which rows (y of slice z, bit `z·ny + y`) of one volume's slab hold a non-zero value: one
+/// scan of the volume per slab for every stage that skips empty rows.
+pub type RowSet = std::sync::OnceLock<Vec<u64>>;
+
+/// The row bits of `v` (rows of `nx` voxels, in order): a vectorised zero test per row of
+/// bytes; any value other than 0 (NaN too) sets a row of other types.
+fn row_bits(v: &Voxels, nx: usize) -> Vec<u64> {
+    let mut bits = vec![0u64; (v.len() / nx.max(1)).div_ceil(64)];
+    let mut mark = |r: usize, set: bool| bits[r / 64] |= (set as u64) << (r % 64);
+    match v {
+        Voxels::U8(d) => d.chunks_exact(nx).enumerate().for_each(|(r, row)| mark(r, !all_zero(row))),
+        _ => crate::with_voxels!(v, d => d
+            .chunks_exact(nx)
+            .enumerate()
+            .for_each(|(r, row)| mark(r, row.iter().any(|&x| x as f64 != 0.0)))),
+    }
+    bits
 }
 
 impl<'a> CaseSlab<'a> {
     /// A slab with nothing shared.
     pub fn new(z0: usize, nz: usize, volumes: &'a [Voxels], layout: &'a Layout) -> CaseSlab<'a> {
-        CaseSlab { z0, nz, volumes, layout, consensus: None, attention_above: None }
+        CaseSlab { z0, nz, volumes, layout, consensus: None, attention_above: None, rows: None }
+    }
+
+    /// Whether row `y` of slice `z` (of the slab) of volume `v` holds a non-zero value: from
+    /// the shared row sets when the engine gives them, else by a scan of the row.
+    pub fn row_nonzero(&self, v: usize, z: usize, y: usize) -> bool {
+        let [nx, ny, _] = self.layout.shape;
+        match self.rows {
+            Some(sets) => {
+                let bits = sets[v].get_or_init(|| row_bits(&self.volumes[v], nx));
+                let r = z * ny + y;
+                bits[r / 64] >> (r % 64) & 1 != 0
+            }
+            None => {
+                let at = (z * ny + y) * nx;
+                crate::with_voxels!(&self.volumes[v], d => d[at..at + nx].iter().any(|&x| x as f64 != 0.0))
+            }
+        }
     }
 
     /// The consensus mask of class `c` over the whole slab, when it was computed once for all.
