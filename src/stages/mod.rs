@@ -202,7 +202,7 @@ pub struct CaseSlab<'a> {
     /// attention stage.
     pub attention_above: Option<&'a shared::ClassBits>,
     /// Per volume: which rows of the slab hold a non-zero voxel, computed by the first stage
-    /// that asks ([`CaseSlab::row_set`]) and shared with the others.
+    /// that asks ([`CaseSlab::row_nonzero`]) and shared with the others.
     pub rows: Option<&'a [RowSet]>,
 }
 
