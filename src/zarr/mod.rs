@@ -312,6 +312,7 @@ impl ImageWriter {
         assert_eq!(data.len() % slice, 0);
         let chunk = [(z0 / self.depth) as u64, 0, 0];
         let full = self.depth * slice;
+        assert!(data.len() == full || z0 + data.len() / slice == nz, "only the last slab may be short");
         // One vectorised scan decides whether the chunk is all fill value (zarrs' own check
         // goes element by element): then it is erased (no object), else stored unchecked.
         let fill = T::from_f64(self.fill);
@@ -322,7 +323,6 @@ impl ImageWriter {
         let r = if data.len() == full {
             self.array.store_chunk_opt(&chunk, data, &opts)
         } else {
-            assert!(z0 + data.len() / slice == nz, "only the last slab may be short");
             let mut padded = Vec::with_capacity(full);
             padded.extend_from_slice(data);
             padded.resize(full, fill);
@@ -336,7 +336,13 @@ impl ImageWriter {
 /// u64 word at a time, 4 KiB per early exit, which the compiler vectorises.
 pub fn all_equal(bytes: &[u8], value: &[u8]) -> bool {
     let n = value.len();
-    if n == 0 || !8usize.is_multiple_of(n) || !bytes.len().is_multiple_of(n) {
+    // (A start not on an element boundary — an 8-byte element 4-aligned on a 32-bit target —
+    // takes the plain comparison too.)
+    if n == 0
+        || !8usize.is_multiple_of(n)
+        || !bytes.len().is_multiple_of(n)
+        || !(bytes.as_ptr() as usize).is_multiple_of(n)
+    {
         return bytes.chunks(n.max(1)).all(|c| c == value);
     }
     let (head, words, tail) = bytemuck::pod_align_to::<u8, u64>(bytes);
