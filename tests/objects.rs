@@ -160,19 +160,45 @@ fn wrong_credentials_and_a_missing_bucket_fail_at_once_naming_the_url() {
 /// run never interrupted.
 #[test]
 fn a_server_restarted_mid_run_is_waited_for() {
+    restarted_mid_run(|_, t| Output::Disk(t.join("out")));
+}
+
+/// The same with the outputs in the bucket too: the run's PUTs are retried while the server is
+/// away; the run finishes, or fails what it could not write, naming the URL, and the next run
+/// finishes — with the outputs of a disk run.
+#[test]
+fn a_server_restarted_while_a_run_writes_to_it_is_waited_for() {
+    restarted_mid_run(|s3, _| {
+        s3.create_bucket("results");
+        Output::Bucket("results", "r")
+    });
+}
+
+enum Output {
+    Disk(std::path::PathBuf),
+    Bucket(&'static str, &'static str),
+}
+
+/// A run from a bucket corpus to `output` (made by `make` once the server runs), with the
+/// server stopped and restarted once the run has planned; its outputs then equal a disk run's.
+fn restarted_mid_run(make: impl FnOnce(&SeaweedFs, &Path) -> Output) {
     use std::io::BufRead;
     let mut s3 = SeaweedFs::start();
     let t = tempfile::tempdir().unwrap();
     let corpus = t.path().join("corpus");
     util::synth(&corpus, 3, [64, 64, 48]);
     s3.upload(&corpus, "corpora", "c");
+    let output = make(&s3, t.path());
+    let out = match &output {
+        Output::Disk(p) => p.to_string_lossy().into_owned(),
+        Output::Bucket(b, prefix) => format!("s3://{b}/{prefix}"),
+    };
     let p = util::convert_pipeline(t.path(), &format!("[runtime]\nworkers = 1\nslab_depth = 4\n\n{STAGES}"));
     let local = t.path().join("local");
     assert!(util::run(&p, &corpus, &local, &[]).status.success());
 
-    let out = t.path().join("out");
     let mut c = util::bin();
-    c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", out.to_str().unwrap()])
+    c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", &out])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped());
     s3.env(&mut c);
@@ -190,52 +216,20 @@ fn a_server_restarted_mid_run_is_waited_for() {
     let status = child.wait().unwrap();
     if !(status.success() && rest.contains("3 of 3 cases succeeded")) {
         // The retries ran out before the server answered again (it happens: ~1 run in 8 here):
-        // the cases it cut are failed, each named with its error, and the next run finishes
-        // them.
-        assert!(rest.contains("failed BDMAP_") && rest.contains("s3://corpora/c/"), "{said}{rest}");
-        let o = run_from(&s3, &p, "s3://corpora/c", &out, &[]);
+        // what was cut is failed, named with its URL, and the next run finishes it.
+        let named = match &output {
+            Output::Disk(_) => rest.contains("failed BDMAP_") && rest.contains("s3://corpora/c/"),
+            Output::Bucket(..) => rest.contains("s3://"),
+        };
+        assert!(named, "{said}{rest}");
+        let o = run_from(&s3, &p, "s3://corpora/c", Path::new(&out), &[]);
         assert!(o.status.success(), "{}", util::stderr(&o));
     }
-    assert_eq!(util::outputs(&out), util::outputs(&local));
-}
-
-/// The same with the outputs in the bucket too: the run's PUTs are retried while the server is
-/// away; the run finishes, or fails what it could not write, naming the URL, and the next run
-/// finishes — with the outputs of a disk run.
-#[test]
-fn a_server_restarted_while_a_run_writes_to_it_is_waited_for() {
-    use std::io::BufRead;
-    let mut s3 = SeaweedFs::start();
-    let t = tempfile::tempdir().unwrap();
-    let corpus = t.path().join("corpus");
-    util::synth(&corpus, 3, [64, 64, 48]);
-    s3.upload(&corpus, "corpora", "c");
-    s3.create_bucket("results");
-    let p = util::convert_pipeline(t.path(), &format!("[runtime]\nworkers = 1\nslab_depth = 4\n\n{STAGES}"));
-    let local = t.path().join("local");
-    assert!(util::run(&p, &corpus, &local, &[]).status.success());
-
-    let mut c = util::bin();
-    c.args(["run", p.to_str().unwrap(), "--input", "s3://corpora/c", "--output", "s3://results/r"])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped());
-    s3.env(&mut c);
-    let mut child = c.spawn().unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while err.read_line(&mut said).unwrap() > 0 && !said.contains("Plan:") {}
-    s3.stop();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    s3.restart();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    if !(status.success() && rest.contains("3 of 3 cases succeeded")) {
-        assert!(rest.contains("s3://"), "{said}{rest}");
-        let o = run_from(&s3, &p, "s3://corpora/c", Path::new("s3://results/r"), &[]);
-        assert!(o.status.success(), "{}", util::stderr(&o));
-    }
-    let diff = differences(&util::outputs(&local), &bucket_outputs(&s3, "results", "r"));
+    let got = match &output {
+        Output::Disk(p) => util::outputs(p),
+        Output::Bucket(b, prefix) => bucket_outputs(&s3, b, prefix),
+    };
+    let diff = differences(&util::outputs(&local), &got);
     assert!(diff.is_empty(), "after the restart:\n{}", diff.join("\n"));
 }
 

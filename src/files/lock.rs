@@ -259,12 +259,6 @@ fn try_create(path: &Path, owner: &Owner) -> std::io::Result<bool> {
 /// aside first, so of two runs taking over one lease, only one removes it, and a live lease
 /// created meanwhile is put back.
 fn remove_dead(path: &Path, token: Option<&str>, me: &str) -> std::io::Result<()> {
-    if mirror::of(path).is_some() {
-        // In a bucket a dead lease is taken over in one conditional PUT ([`take_over`]), and
-        // one a holder of another kind finds dead is left for its own kind to take over.
-        let _ = (token, me);
-        return Ok(());
-    }
     let aside = path.with_file_name(format!(".{}.dead-{me}", path.file_name().unwrap().to_string_lossy()));
     match std::fs::rename(path, &aside) {
         Ok(()) => {}
@@ -527,6 +521,11 @@ pub fn lock(out: &Path, hold: Hold) -> Result<OutputLock, LockError> {
         let Ok((owner, modified)) = read_lease(&other) else { continue };
         match judge(owner.as_ref(), modified, expiry) {
             Liveness::Alive(who) => return Err(busy(who)), // drops our lease
+            // In a bucket a dead lease is left for a run of its own kind to take over in one
+            // conditional PUT ([`take_over`]); on a disk it goes.
+            Liveness::Dead(why) if mirror::of(&other).is_some() => {
+                tracing::info!(lease = %mirror::display(&other), "A lease of a run that is gone ({why}).");
+            }
             Liveness::Dead(why) => {
                 tracing::warn!(lease = %other.display(), "Removing the lease of a run that is gone ({why}).");
                 remove_dead(&other, owner.as_ref().map(|o| o.token.as_str()), &me.token).map_err(io(&other))?;

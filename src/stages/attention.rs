@@ -194,14 +194,13 @@ fn row_stats(
         if (0..models).all(u8_zero) {
             continue;
         }
-        let u8_nonzero = |n: usize| !u8_zero(n);
         for n in 0..models {
             let at = (n * classes + c) * nx;
             let (p, e) = (&mut s.p[at..at + nx], &mut s.e[at..at + nx]);
             match (&layout.prob[n][c], slab.prediction(n, c)) {
                 (ProbDecoder::U8Table, Voxels::U8(d)) => {
                     let row = &d[start..start + nx];
-                    if !u8_nonzero(n) {
+                    if u8_zero(n) {
                         p.fill(0.0);
                         e.fill(0.0);
                         continue;
