@@ -43,7 +43,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use crate::nifti::{VolumeReader, Voxels};
 use crate::pipeline::profile::NodeTimes;
 use crate::stages::shared::{self, ClassBits, ClassMasks, Pool, Pooled, SHARED_IN_FLIGHT, Shared};
-use crate::stages::{CaseSlab, Layout, SlabStage};
+use crate::stages::{CaseSlab, Layout, RowSet, SlabStage};
 
 /// Capacity of every channel between two nodes: one item waits while the consumer works on
 /// the one before.
@@ -57,7 +57,7 @@ struct SlabSet {
     bufs: Option<Vec<Voxels>>,
     back: Sender<Vec<Voxels>>,
     /// Per volume, its non-zero rows, made by the first stage that asks (`CaseSlab::rows`).
-    rows: Vec<crate::stages::RowSet>,
+    rows: Vec<RowSet>,
 }
 
 impl Drop for SlabSet {
@@ -296,6 +296,14 @@ pub fn stream(
     // takes is that stage's to compute (slice by slice, in less memory).
     let wanted: Vec<bool> = (0..classes).map(|c| stages.iter().filter(|s| s.wants_consensus(c)).count() >= 2).collect();
     let consensus_node = wanted.contains(&true);
+    // The volumes whose non-zero rows the reader finds as it reads them (the rest, if a stage
+    // asks, on first use).
+    let mut row_volumes = vec![false; layout.paths.len()];
+    if stages.iter().any(|s| s.wants_rows()) {
+        layout.predictions.iter().flatten().for_each(|&v| row_volumes[v] = true);
+    }
+    let row_volumes = &row_volumes;
+    let nx = layout.shape[0];
     // Each stage's inputs.
     let froms: Vec<Vec<From>> = (0..stages.len())
         .map(|i| {
@@ -385,17 +393,20 @@ pub fn stream(
                     // further slab.
                     crate::files::lock::verify_held();
                     let t = Instant::now();
+                    let mut rows: Vec<RowSet> = bufs.iter().map(|_| Default::default()).collect();
                     {
                         let _span = tracing::debug_span!("read", case = %case_id, z0).entered();
-                        for ((r, b), _) in readers.iter_mut().zip(&mut bufs).zip(read).filter(|(_, r)| **r) {
+                        for (i, ((r, b), _)) in readers.iter_mut().zip(&mut bufs).zip(read).enumerate().filter(|(_, (_, r))| **r) {
                             r.read_slab(n, b).map_err(|e| e.to_string())?;
+                            if row_volumes[i] {
+                                rows[i] = crate::stages::row_set(b, nx);
+                            }
                         }
                     }
                     times.busy += t.elapsed();
                     tracing::debug!(case = %case_id, z0, n, "Slab read.");
                     slabs += 1;
                     bytes += bufs.iter().map(|b| (b.len() * b.datatype().size()) as u64).sum::<u64>();
-                    let rows = bufs.iter().map(|_| Default::default()).collect();
                     let set = Arc::new(SlabSet { bufs: Some(bufs), back: back.clone(), rows });
                     let item = Item { z0, n, set, consensus: None, above: None };
                     if !send(&read_out, Msg::Slab(item), &mut times) {

@@ -167,7 +167,9 @@ struct VoxelStats {
 /// where the class's mean p is not 0. Elsewhere every p is 0 (p ≥ 0), so std, uncertainty,
 /// overlap and consensus are all 0: callers start from zeroed outputs, and skipping adds
 /// exactly nothing to the sums. Most of a CT is far from every organ, so most rows of most
-/// classes are skipped without decoding.
+/// classes are skipped without decoding. Compiled for AVX2 too, chosen at run time (see
+/// [`super`]): the same operations in the same order, so the same bits.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn row_stats(
     slab: &CaseSlab,
     z: usize,
@@ -420,6 +422,9 @@ struct PaperStage {
 }
 
 impl SlabStage for PaperStage {
+    fn wants_rows(&self) -> bool {
+        true
+    }
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
         let (nxy, n, classes) = (slab.nxy(), slab.len(), slab.layout.classes.len());
         let write = !self.writers.is_empty();
@@ -593,6 +598,9 @@ fn or_bits(out: &mut [u8], bits: &BitSlice) {
 }
 
 impl SlabStage for ReleasedStage {
+    fn wants_rows(&self) -> bool {
+        true
+    }
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
         let [nx, ny, nz] = slab.layout.shape;
         let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());

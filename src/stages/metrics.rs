@@ -149,6 +149,8 @@ fn active_rows(slab: &CaseSlab, c: usize, z: usize) -> Range<usize> {
 }
 
 /// One z-slice of one class: consensus, label and model masks, counts, and the NSD stream.
+/// Compiled for AVX2 too, chosen at run time (see [`super`]).
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usize, usize)]) -> Result<(), String> {
     let layout = slab.layout;
     let models = layout.models.len();
@@ -249,6 +251,9 @@ fn slice(st: &mut ClassState, slab: &CaseSlab, c: usize, z: usize, pairs: &[(usi
 }
 
 impl SlabStage for MetricsStage {
+    fn wants_rows(&self) -> bool {
+        true
+    }
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
         let pairs = &self.pairs;
         self.classes.par_iter_mut().enumerate().try_for_each(|(c, st)| {

@@ -10,6 +10,11 @@
 //! Invariants: a stage sees every slab of a case exactly once, in z order, and then `finish`;
 //! a stage that needs neighbouring slices keeps its own window (no stage reads ahead), and
 //! writes each output chunk whole, once.
+//!
+//! The hottest loops (attention's rows, metrics' slices) are also compiled for AVX2 by
+//! `multiversion` and chosen when the CPU has it; the release binary stays on the
+//! x86-64 baseline. Wider lanes change no result: Rust never contracts `a * b + c` into an FMA
+//! nor reorders float sums, so each clone does the same operations in the same order.
 
 pub mod assemble;
 pub mod attention;
@@ -209,6 +214,13 @@ pub struct CaseSlab<'a> {
 /// Which rows (y of slice z, bit `z·ny + y`) of one volume's slab hold a non-zero value: one
 /// scan of the volume per slab for every stage that skips empty rows.
 pub type RowSet = std::sync::OnceLock<Vec<u64>>;
+
+/// A volume's row set made now: the reader makes the predictions' right after inflating each
+/// one, while its slab is still in cache, when some stage [`SlabStage::wants_rows`] (a scan
+/// of data gone to memory cost ~3 % of a case's CPU).
+pub fn row_set(v: &Voxels, nx: usize) -> RowSet {
+    RowSet::from(row_bits(v, nx))
+}
 
 /// The row bits of `v` (rows of `nx` voxels, in order): a vectorised zero test per row of
 /// bytes; any value other than 0 (NaN too) sets a row of other types.
@@ -422,6 +434,11 @@ pub trait SlabStage: Send {
     /// ([`CaseSlab::consensus_into`]): the engine then computes it once per slab for every
     /// stage that does.
     fn wants_consensus(&self, _c: usize) -> bool {
+        false
+    }
+    /// Whether it asks which rows of the predictions hold a non-zero voxel
+    /// ([`CaseSlab::row_nonzero`]): the reader then finds them as it reads each slab.
+    fn wants_rows(&self) -> bool {
         false
     }
     /// What it gives the stages after it of the slab it just processed ([`shared::Shared`]).
