@@ -30,7 +30,7 @@ use crate::pipeline::profile::NodeTimes;
 use crate::pipeline::rerun::Partial;
 use crate::stages::{CaseContext, CaseResult, Layout, ProbDecoder, StageConfig};
 use crate::with_voxels;
-use crate::zarr::{CaseStore, ImageWriter, ZarrOptions};
+use crate::zarr::{CaseStore, ImageWriter};
 
 /// What a finished case reports.
 #[derive(Debug, Clone, Default)]
@@ -334,8 +334,7 @@ pub fn process_case(
     let case_dir = env.out_dir.join("cases").join(format!("{}.zarr", case.id));
     let resume = resumable(case, p, env, &stamps, &scope, nz, depth.min(nz).max(1), &case_dir)?;
 
-    let (codec, level) = p.output.codec();
-    let opts = ZarrOptions::new(depth, codec, level, p.output.subchunks);
+    let opts = p.output.zarr(depth);
     let mut attrs = serde_json::Map::new();
     attrs.insert(
         "slabflow".into(),
@@ -377,7 +376,7 @@ pub fn process_case(
             // nifti-zarr does; zarr2nii then returns them unscaled.
             let header = h.with_stored(h.datatype, false);
             Sink {
-                writer: store.image(&v.group, &header, h.datatype, 0.0, &opts).map_err(|e| e.to_string())?,
+                writer: store.image(&v.group, &header, h.datatype, 0.0, &opts.sparse()).map_err(|e| e.to_string())?,
                 ct_scaling: None,
             }
         };

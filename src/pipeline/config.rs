@@ -11,7 +11,7 @@ use crate::input::Template;
 pub use crate::input::{InputConfig, Templates};
 use crate::stages;
 use crate::stages::custom::Registry;
-use crate::zarr::Codec;
+use crate::zarr::{Codec, ZarrOptions};
 
 /// Every problem found in a pipeline file, reported together.
 #[derive(Debug, thiserror::Error)]
@@ -27,18 +27,24 @@ pub struct OutputConfig {
     /// Where the run writes; `--output` overrides it (and may stand in for it).
     #[serde(default)]
     pub dir: PathBuf,
-    /// Chunk codec: "blosc-zstd" (default), "blosc-lz4", "zstd" or "none".
+    /// Chunk codec: "auto" (default: blosc-zstd for CT and the normalised CT, blosc-lz4 for
+    /// predictions, masks and attention maps; see `zarr::ZarrOptions::per_kind`), or one of
+    /// "blosc-zstd", "blosc-lz4", "zstd", "none" for every array.
     #[serde(default = "default_codec")]
     pub codec: String,
-    /// Codec level; default: the codec's own (see `zarr::Codec::default_level`).
+    /// Codec level, with a named codec; default: the codec's own (see
+    /// `zarr::Codec::default_level`).
     pub level: Option<i32>,
     /// Optional sharding: sub-chunk shape `[z, y, x]` inside each slab-sized shard.
     pub subchunks: Option<[u64; 3]>,
 }
 
 fn default_codec() -> String {
-    "blosc-zstd".into()
+    AUTO.into()
 }
+
+/// The `output.codec` that chooses the codec per kind of array.
+const AUTO: &str = "auto";
 
 impl Default for OutputConfig {
     fn default() -> Self {
@@ -55,10 +61,13 @@ const OUTPUT_KEYS: &[&str] = &["dir", "codec", "level", "subchunks"];
 const RUNTIME_KEYS: &[&str] = &["memory_limit", "slab_depth", "workers", "checkpoint_secs"];
 
 impl OutputConfig {
-    /// The chunk codec and its level (validated by [`Pipeline::parse`]).
-    pub fn codec(&self) -> (Codec, i32) {
-        let codec = Codec::parse(&self.codec).unwrap_or(Codec::BloscZstd);
-        (codec, self.level.unwrap_or(codec.default_level()))
+    /// How the arrays of a run with slabs of `slab_depth` slices are chunked and compressed
+    /// (the codec and level validated by [`Pipeline::parse`]).
+    pub fn zarr(&self, slab_depth: usize) -> ZarrOptions {
+        match Codec::parse(&self.codec) {
+            Some(c) => ZarrOptions::new(slab_depth, c, self.level.unwrap_or(c.default_level()), self.subchunks),
+            None => ZarrOptions::per_kind(slab_depth, self.subchunks),
+        }
     }
 }
 
@@ -137,7 +146,8 @@ impl Pipeline {
     pub fn base_digest(&self) -> String {
         let input = InputConfig { root: PathBuf::new(), ..self.input.clone() };
         let output = OutputConfig { dir: PathBuf::new(), ..self.output.clone() };
-        let text = format!("{input:?}{output:?}{:?}{:?}", self.runtime.slab_depth, self.output.codec());
+        let text =
+            format!("{input:?}{output:?}{:?}{:?}", self.runtime.slab_depth, self.output.zarr(self.runtime.slab_depth));
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
     }
 
@@ -356,8 +366,17 @@ impl Pipeline {
             ));
         }
         match Codec::parse(&raw.output.codec) {
+            None if raw.output.codec == AUTO => {
+                if let Some(level) = raw.output.level {
+                    problems.push(format!(
+                        "output.level = {level}: \"auto\" (the default codec) chooses the level with the codec \
+                         of each kind of array; name a codec too ({}) to set its level",
+                        Codec::NAMES.join(", ")
+                    ));
+                }
+            }
             None => problems.push(format!(
-                "output.codec = \"{}\": use one of {}",
+                "output.codec = \"{}\": use {AUTO} (the default) or one of {}",
                 raw.output.codec,
                 Codec::NAMES.join(", ")
             )),
@@ -669,6 +688,30 @@ budget = 2.0
         assert_eq!(fields::<InputConfig>(), INPUT_KEYS);
         assert_eq!(fields::<OutputConfig>(), OUTPUT_KEYS);
         assert_eq!(fields::<RuntimeConfig>(), RUNTIME_KEYS);
+    }
+
+    /// "auto" (the default) gives the sparse arrays their own codec and takes no level; a
+    /// named codec is every array's, at the level given.
+    #[test]
+    fn codec_per_kind_or_named() {
+        let parse = |output: &str| {
+            let text =
+                format!("version = 1\n[input]\nroot = \"c\"\nct = \"{{case}}.nii\"\n[output]\ndir = \"o\"\n{output}");
+            Pipeline::parse(Path::new("p.toml"), &text, &Overrides::default()).map_err(|e| e.to_string())
+        };
+        let auto = parse("").unwrap().output.zarr(16);
+        assert_eq!(
+            (auto.codec, auto.shuffle, auto.sparse().codec),
+            (Codec::BloscZstd, true, crate::zarr::SPARSE_CODEC)
+        );
+        assert!(!auto.sparse().shuffle);
+        assert_eq!(parse("codec = \"auto\"").unwrap().output.zarr(16).sparse().codec, crate::zarr::SPARSE_CODEC);
+        let named = parse("codec = \"zstd\"\nlevel = 5").unwrap().output.zarr(16);
+        assert_eq!((named.sparse().codec, named.sparse().level), (Codec::Zstd, 5));
+        let e = parse("level = 5").unwrap_err();
+        assert!(e.contains("output.level = 5: \"auto\" (the default codec)") && e.contains("blosc-zstd"), "{e}");
+        let e = parse("codec = \"brotli\"").unwrap_err();
+        assert!(e.contains("output.codec = \"brotli\": use auto (the default) or one of blosc-zstd"), "{e}");
     }
 
     #[test]

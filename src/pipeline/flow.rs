@@ -396,7 +396,9 @@ pub fn stream(
                     let mut rows: Vec<RowSet> = bufs.iter().map(|_| Default::default()).collect();
                     {
                         let _span = tracing::debug_span!("read", case = %case_id, z0).entered();
-                        for (i, ((r, b), _)) in readers.iter_mut().zip(&mut bufs).zip(read).enumerate().filter(|(_, (_, r))| **r) {
+                        for (i, ((r, b), _)) in
+                            readers.iter_mut().zip(&mut bufs).zip(read).enumerate().filter(|(_, (_, r))| **r)
+                        {
                             r.read_slab(n, b).map_err(|e| e.to_string())?;
                             if row_volumes[i] {
                                 rows[i] = crate::stages::row_set(b, nx);

@@ -144,7 +144,9 @@ impl AssembleStage {
         let rest: Vec<usize> = (0..classes).filter(|c| !order.contains(c)).collect();
         order.extend(rest);
         let header = ctx.ct_header.with_stored(DataType::U8, true);
-        let image = |name: &str| ctx.store.image(name, &header, DataType::U8, 0.0, ctx.zarr).map_err(|e| e.to_string());
+        let image = |name: &str| {
+            ctx.store.image(name, &header, DataType::U8, 0.0, &ctx.zarr.sparse()).map_err(|e| e.to_string())
+        };
         let writers = l.classes.iter().map(|c| image(&format!("final/{c}"))).collect::<Result<Vec<_>, _>>()?;
         let combined = image("final/combined_labels")?;
         let exports = config.export_nifti.then(|| {

@@ -321,7 +321,7 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
     if c.write_maps {
         let header = ctx.ct_header.with_stored(stored, true);
         // Sparse float maps compress faster and smaller unshuffled (crate::zarr::ZarrOptions).
-        let opts = ctx.zarr.unshuffled();
+        let opts = ctx.zarr.sparse();
         for class in &ctx.layout.classes {
             writers.push(
                 ctx.store
@@ -339,6 +339,7 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
             sums,
             ent,
             maps: vec![Vec::new(); classes],
+            dirty: Vec::new(),
             above: ctx.paper_above.map(|t| {
                 let annotated = ctx.layout.labels.iter().map(|l| l.is_some()).collect();
                 (t, annotated, Pool::new(crate::stages::shared::SHARED_IN_FLIGHT))
@@ -405,8 +406,10 @@ pub(super) fn paper_slab<O: Send>(
 }
 
 /// One z-slice's piece of every class map, and its region above a threshold (when shared).
-/// With, per class, whether a voxel of the piece was set (the piece zeroed first).
-type SlicePieces<'a> = (Vec<&'a mut [f32]>, Vec<Option<&'a mut BitSlice>>, &'a mut [bool]);
+/// With, per class, whether a voxel of the piece was set this slab, and the span of the
+/// piece that may hold non-zero values (see `PaperStage::dirty`).
+type SlicePieces<'a> =
+    (Vec<&'a mut [f32]>, Vec<Option<&'a mut BitSlice>>, &'a mut [bool], &'a mut [std::ops::Range<usize>]);
 
 struct PaperStage {
     writers: Vec<ImageWriter>,
@@ -414,6 +417,10 @@ struct PaperStage {
     ent: Box<[f64; 256]>,
     /// Attention of the current slab, per class.
     maps: Vec<Vec<f32>>,
+    /// Per slice of a slab and class (`z · classes + c`): the span of that piece of the map
+    /// outside of which it holds only zeros. A piece is cleared over this span alone before
+    /// it is set again or written as zeros: the organ's rows, not the whole slice.
+    dirty: Vec<std::ops::Range<usize>>,
     /// When evaluate runs too: its threshold, the classes it evaluates (annotated) and buffers
     /// for the region above the threshold, shared per slab.
     above: Option<(f64, Vec<bool>, Pool<ClassBits>)>,
@@ -434,6 +441,9 @@ impl SlabStage for PaperStage {
             // voxel of which was set is not made at all (its chunk is erased).
             m.resize(if write { n } else { 0 }, 0.0);
         }
+        // A piece grown by the resize is zeros; one cut off is gone: either way a span too
+        // wide only clears zeros again.
+        self.dirty.resize(slab.nz * classes, 0..0);
         let mut touched = vec![false; slab.nz * classes];
         let [nx, ny, _] = slab.layout.shape;
         let mut above = self.above.as_ref().map(|(_, wanted, pool)| {
@@ -449,7 +459,8 @@ impl SlabStage for PaperStage {
         // Per z-slice: that slice's piece of every class map, and its region above.
         let mut per_slice: Vec<SlicePieces> = touched
             .chunks_mut(classes)
-            .map(|t| (Vec::with_capacity(classes), Vec::with_capacity(classes), t))
+            .zip(self.dirty.chunks_mut(classes))
+            .map(|(t, d)| (Vec::with_capacity(classes), Vec::with_capacity(classes), t, d))
             .collect();
         if write {
             for m in &mut self.maps {
@@ -469,11 +480,15 @@ impl SlabStage for PaperStage {
                 }
             }
         }
-        let sums = paper_slab(slab, &self.ent, per_slice, |(maps, above, touched), c, i, att| {
+        let sums = paper_slab(slab, &self.ent, per_slice, |(maps, above, touched, dirty), c, i, att| {
             if write {
+                // Voxels come in index order: the span grows at its end.
                 if !touched[c] {
-                    maps[c].fill(0.0);
+                    maps[c][dirty[c].clone()].fill(0.0);
                     touched[c] = true;
+                    dirty[c] = i..i + 1;
+                } else {
+                    dirty[c].end = i + 1;
                 }
                 maps[c][i] = att as f32;
             }
@@ -485,22 +500,31 @@ impl SlabStage for PaperStage {
         })?;
         add(&mut self.sums, &sums);
         self.shared = above;
-        let touched = &touched;
-        self.writers
+        let (touched, dirty) = (&touched, &self.dirty);
+        let cleared: Vec<Vec<usize>> = self
+            .writers
             .par_iter()
             .zip(&mut self.maps)
             .enumerate()
-            .try_for_each(|(c, (w, m))| {
+            .map(|(c, (w, m))| {
                 let set: Vec<bool> = (0..slab.nz).map(|z| touched[z * classes + c]).collect();
                 if !set.contains(&true) {
-                    return w.write_fill(slab.z0);
+                    // Nothing set: the stale pieces stay, with their spans, until set again.
+                    return w.write_fill(slab.z0).map(|_| Vec::new());
                 }
-                for (piece, _) in m.chunks_mut(nxy).zip(&set).filter(|(_, s)| !**s) {
-                    piece.fill(0.0);
+                let stale: Vec<usize> = (0..slab.nz).filter(|&z| !set[z]).collect();
+                for &z in &stale {
+                    let span = &dirty[z * classes + c];
+                    m[z * nxy + span.start..z * nxy + span.end].fill(0.0);
                 }
-                w.write_slab(slab.z0, m)
+                w.write_slab(slab.z0, m).map(|_| stale)
             })
-            .map_err(|e| e.to_string())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        for (c, stale) in cleared.iter().enumerate() {
+            stale.iter().for_each(|&z| self.dirty[z * classes + c] = 0..0);
+        }
+        Ok(())
     }
 
     fn share(&mut self) -> Option<Shared> {
