@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the per-slab science, as throughput of prediction bytes:
 //! the attention stage (paper and released modes) on uint8 and float32 soft predictions,
-//! the metrics stage (consensus, Dice, exact NSD), and the NSD stream alone. A 512×512 slab of
+//! the metrics stage (consensus, Dice, exact NSD), the NSD stream alone, and normalize. A 512×512 slab of
 //! 16 slices, 3 models × 9 classes, organs as soft blobs the models place slightly apart.
 //!
 //!   cargo bench --bench stages
@@ -12,6 +12,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_gr
 use slabflow::nifti::{DataType, Header, Voxels};
 use slabflow::stages::attention::{self, AttentionConfig, Mode};
 use slabflow::stages::metrics::{MetricsConfig, MetricsStage};
+use slabflow::stages::normalize::{NormalizeConfig, NormalizeStage};
 use slabflow::stages::surface::SurfaceDice;
 use slabflow::stages::{CaseContext, CaseSlab, Layout, ProbDecoder, SlabStage};
 use slabflow::zarr::{CaseStore, Codec, ZarrOptions};
@@ -31,11 +32,12 @@ fn p(m: usize, c: usize, x: usize, y: usize, z: usize) -> f64 {
     (1.0 / (1.0 + ((d - 1.0) * 6.0).exp())).clamp(0.0, 1.0)
 }
 
-/// The slab's volumes: CT (int16, unused by these stages) then predictions in `[model][class]`
+/// The slab's volumes: CT (int16, read by normalize) then predictions in `[model][class]`
 /// order, as uint8 (p × 255) or float32, then a label per class (model 0's mask).
 fn volumes(float: bool) -> Vec<Voxels> {
     let n = NX * NY * DEPTH;
-    let mut vols = vec![Voxels::I16(vec![0; n])];
+    // CT: a ramp through -1000…999 HU, both sides of the normalize window.
+    let mut vols = vec![Voxels::I16((0..n).map(|i| (i % 2000) as i16 - 1000).collect())];
     for m in 0..MODELS {
         for c in 0..CLASSES {
             let at = |i: usize| p(m, c, i % NX, (i / NX) % NY, i / (NX * NY));
@@ -109,6 +111,18 @@ impl Fixture {
         float: bool,
         start: impl Fn(&CaseContext) -> Box<dyn SlabStage>,
     ) {
+        self.bench_with(g, id, float, prediction_bytes(float), start)
+    }
+
+    /// The same, with the throughput counted in `bytes`.
+    fn bench_with(
+        &self,
+        g: &mut BenchmarkGroup<WallTime>,
+        id: BenchmarkId,
+        float: bool,
+        bytes: u64,
+        start: impl Fn(&CaseContext) -> Box<dyn SlabStage>,
+    ) {
         let (vols, layout) = (volumes(float), layout(float));
         let ctx = CaseContext {
             case_id: "bench",
@@ -119,7 +133,7 @@ impl Fixture {
             zarr: &self.opts,
             paper_above: None,
         };
-        g.throughput(Throughput::Bytes(prediction_bytes(float)));
+        g.throughput(Throughput::Bytes(bytes));
         g.bench_function(id, |b| {
             b.iter_batched(
                 || start(&ctx),
@@ -150,6 +164,17 @@ fn attention(c: &mut Criterion) {
             fx.bench(&mut g, id, float, |ctx| attention::start(&config, ctx).unwrap());
         }
     }
+    // With its maps made and written (uncompressed), as the contract pipeline does.
+    let config = AttentionConfig {
+        mode: Mode::Paper,
+        std_threshold: 0.1,
+        entropy_threshold: 0.05,
+        iterations: 2,
+        write_maps: true,
+    };
+    fx.bench(&mut g, BenchmarkId::new("paper_maps", dtype(false)), false, |ctx| {
+        attention::start(&config, ctx).unwrap()
+    });
     g.finish();
 }
 
@@ -185,5 +210,19 @@ fn nsd(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, attention, metrics, nsd);
+fn normalize(c: &mut Criterion) {
+    let fx = Fixture::new();
+    let mut g = c.benchmark_group("normalize_slab");
+    g.sample_size(10);
+    let config = NormalizeConfig { a_min: -175.0, a_max: 250.0, b_min: 0.0, b_max: 1.0, clip: true };
+    // Throughput of CT bytes (int16); the float32 slab is written uncompressed, as the other
+    // stages' outputs here.
+    let id = BenchmarkId::from_parameter("int16_to_float32");
+    fx.bench_with(&mut g, id, false, (NX * NY * DEPTH * 2) as u64, |ctx| {
+        Box::new(NormalizeStage::start(&config, ctx).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, attention, metrics, nsd, normalize);
 criterion_main!(benches);
