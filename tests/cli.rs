@@ -200,7 +200,11 @@ fn the_contract_pipeline_runs_unchanged() {
     assert!(metrics.starts_with(
         "case_id,dataset,class,consensus_voxels,volume_ml,attention_sum,inconsistency_sum,uncertainty_sum,overlap_voxels,dice,nsd,"
     ));
-    assert!(metrics.lines().next().unwrap().ends_with(",dice_swin_unetr_nnunet,dice_swin_unetr_unet,dice_nnunet_unet"));
+    assert!(
+        metrics.lines().next().unwrap().ends_with(
+            ",dice_swin_unetr_nnunet,dice_swin_unetr_unet,dice_nnunet_unet,attention_peak_z,attention_peak_y"
+        )
+    );
     assert_eq!(metrics.lines().count(), 1 + 4 * 9);
     let ranking = std::fs::read_to_string(out.join("ranking.csv")).unwrap();
     assert!(ranking.starts_with("rank,case_id,dataset,attention_size,flagged\n1,"), "{ranking}");

@@ -250,10 +250,18 @@ impl Manifest {
             return changed(format!("slabflow {} then, {} now", before.slabflow, now.slabflow));
         }
         if before.base != now.base {
-            return changed(format!(
-                "its [input], [output] or slab_depth changed: {}",
-                describe_change(&self.pipeline_text, &want.pipeline_text)
-            ));
+            let change = describe_change(&self.pipeline_text, &want.pipeline_text);
+            if change == SAME_TEXT {
+                // The same words, another meaning: a default of this build differs.
+                return changed(
+                    "the same [input], [output] and slab_depth mean another output to this build of slabflow \
+                     than to the one that began the run: a default changed (output.codec is \"auto\" by \
+                     default since 4d9044c; add codec = \"blosc-zstd\" to [output] to go on with the chunks \
+                     written before)"
+                        .into(),
+                );
+            }
+            return changed(format!("its [input], [output] or slab_depth changed: {change}"));
         }
         if before.stages != now.stages && (self.split.is_some() || want.split.is_some()) {
             return changed(format!(
@@ -670,8 +678,9 @@ pub struct SlabCheckpoint {
 }
 
 impl SlabCheckpoint {
-    /// 4: the surface Dice keeps its code slices as row bands.
-    pub const FORMAT: u32 = 4;
+    /// 4: the surface Dice keeps its code slices as row bands. 5: attention keeps where each
+    /// class's attention peaks.
+    pub const FORMAT: u32 = 5;
 }
 
 /// What `slabflow status` reports.
@@ -762,6 +771,9 @@ pub fn status(out: &Path, discover: impl FnOnce(&Manifest) -> Option<usize>) -> 
     })
 }
 
+/// What [`describe_change`] says of two texts with the same lines.
+const SAME_TEXT: &str = "only whitespace or order";
+
 /// A one-line summary of how `new` differs from `old` (lines removed and added).
 pub fn describe_change(old: &str, new: &str) -> String {
     let old_lines: Vec<&str> = old.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -770,7 +782,7 @@ pub fn describe_change(old: &str, new: &str) -> String {
     let added: Vec<&str> = new_lines.iter().filter(|l| !old_lines.contains(l)).copied().collect();
     let show = |v: &[&str]| v.iter().take(3).map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ");
     match (removed.is_empty(), added.is_empty()) {
-        (true, true) => "only whitespace or order".into(),
+        (true, true) => SAME_TEXT.into(),
         (false, true) => format!("removed {}", show(&removed)),
         (true, false) => format!("added {}", show(&added)),
         (false, false) => format!("{} became {}", show(&removed), show(&added)),

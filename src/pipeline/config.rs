@@ -32,8 +32,8 @@ pub struct OutputConfig {
     /// "blosc-zstd", "blosc-lz4", "zstd", "none" for every array.
     #[serde(default = "default_codec")]
     pub codec: String,
-    /// Codec level, with a named codec; default: the codec's own (see
-    /// `zarr::Codec::default_level`).
+    /// Codec level; default: the codec's own (see `zarr::Codec::default_level`). With
+    /// "auto", the level of the dense arrays' blosc-zstd.
     pub level: Option<i32>,
     /// Optional sharding: sub-chunk shape `[z, y, x]` inside each slab-sized shard.
     pub subchunks: Option<[u64; 3]>,
@@ -66,7 +66,7 @@ impl OutputConfig {
     pub fn zarr(&self, slab_depth: usize) -> ZarrOptions {
         match Codec::parse(&self.codec) {
             Some(c) => ZarrOptions::new(slab_depth, c, self.level.unwrap_or(c.default_level()), self.subchunks),
-            None => ZarrOptions::per_kind(slab_depth, self.subchunks),
+            None => ZarrOptions::per_kind(slab_depth, self.level, self.subchunks),
         }
     }
 }
@@ -146,8 +146,12 @@ impl Pipeline {
     pub fn base_digest(&self) -> String {
         let input = InputConfig { root: PathBuf::new(), ..self.input.clone() };
         let output = OutputConfig { dir: PathBuf::new(), ..self.output.clone() };
-        let text =
-            format!("{input:?}{output:?}{:?}{:?}", self.runtime.slab_depth, self.output.zarr(self.runtime.slab_depth));
+        // A named codec is hashed as before "auto" existed, so outputs of those runs resume.
+        let codec = match Codec::parse(&self.output.codec) {
+            Some(c) => format!("{:?}", (c, self.output.level.unwrap_or(c.default_level()))),
+            None => format!("{AUTO}{:?}", self.output.level),
+        };
+        let text = format!("{input:?}{output:?}{:?}{codec}", self.runtime.slab_depth);
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
     }
 
@@ -367,11 +371,17 @@ impl Pipeline {
         }
         match Codec::parse(&raw.output.codec) {
             None if raw.output.codec == AUTO => {
-                if let Some(level) = raw.output.level {
+                // With "auto", a level is the dense arrays' (blosc-zstd, the default before
+                // "auto"): pipelines that set one keep their meaning.
+                let dense = Codec::BloscZstd;
+                if let Some(level) = raw.output.level
+                    && !dense.levels().contains(&level)
+                {
                     problems.push(format!(
-                        "output.level = {level}: \"auto\" (the default codec) chooses the level with the codec \
-                         of each kind of array; name a codec too ({}) to set its level",
-                        Codec::NAMES.join(", ")
+                        "output.level = {level}: with codec \"auto\" it is the level of CT and ct_norm's \
+                         blosc-zstd, which takes levels {} to {}",
+                        dense.levels().start(),
+                        dense.levels().end()
                     ));
                 }
             }
@@ -708,8 +718,10 @@ budget = 2.0
         assert_eq!(parse("codec = \"auto\"").unwrap().output.zarr(16).sparse().codec, crate::zarr::SPARSE_CODEC);
         let named = parse("codec = \"zstd\"\nlevel = 5").unwrap().output.zarr(16);
         assert_eq!((named.sparse().codec, named.sparse().level), (Codec::Zstd, 5));
-        let e = parse("level = 5").unwrap_err();
-        assert!(e.contains("output.level = 5: \"auto\" (the default codec)") && e.contains("blosc-zstd"), "{e}");
+        let dense = parse("level = 5").unwrap().output.zarr(16);
+        assert_eq!((dense.codec, dense.level, dense.sparse().codec), (Codec::BloscZstd, 5, crate::zarr::SPARSE_CODEC));
+        let e = parse("level = 12").unwrap_err();
+        assert!(e.contains("output.level = 12: with codec \"auto\" it is the level of CT"), "{e}");
         let e = parse("codec = \"brotli\"").unwrap_err();
         assert!(e.contains("output.codec = \"brotli\": use auto (the default) or one of blosc-zstd"), "{e}");
     }

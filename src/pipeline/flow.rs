@@ -300,7 +300,12 @@ pub fn stream(
     // asks, on first use).
     let mut row_volumes = vec![false; layout.paths.len()];
     if stages.iter().any(|s| s.wants_rows()) {
-        layout.predictions.iter().flatten().for_each(|&v| row_volumes[v] = true);
+        // The stages ask only of uint8 predictions decoded by table (CaseSlab::row_nonzero).
+        for (vols, probs) in layout.predictions.iter().zip(&layout.prob) {
+            for (&v, p) in vols.iter().zip(probs) {
+                row_volumes[v] = matches!(p, crate::stages::ProbDecoder::U8Table);
+            }
+        }
     }
     let row_volumes = &row_volumes;
     let nx = layout.shape[0];

@@ -31,6 +31,11 @@ pub const METRICS_COLUMNS: [&str; 11] = [
     "nsd",
 ];
 
+/// The last columns of `metrics.csv` when an attention stage ran: where the class's attention
+/// peaks, as indices of the Zarr arrays `[z, y, x]` — the axial slice (z) and the coronal
+/// one (y) of the largest attention sum; empty where the class has no attention.
+pub const PEAK_COLUMNS: [&str; 2] = ["attention_peak_z", "attention_peak_y"];
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -75,11 +80,15 @@ pub fn write_outputs(
     let per_case_stage = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_) | StageConfig::Metrics(_)));
     if per_case_stage {
         let has_metrics = p.stages.iter().any(|s| matches!(s, StageConfig::Metrics(_)));
+        let has_attention = p.stages.iter().any(|s| matches!(s, StageConfig::Attention(_)));
         let models = &p.input.models;
         let mut header: Vec<String> = METRICS_COLUMNS.iter().map(|s| s.to_string()).collect();
         if has_metrics {
             header.extend(models.iter().map(|m| format!("volume_ml_{m}")));
             header.extend(model_pairs(models.len()).iter().map(|&(a, b)| format!("dice_{}_{}", models[a], models[b])));
+        }
+        if has_attention {
+            header.extend(PEAK_COLUMNS.map(String::from));
         }
         let mut rows = vec![header];
         for f in &succeeded {
@@ -97,10 +106,13 @@ pub fn write_outputs(
                     opt(r.dice),
                     opt(r.nsd),
                 ]);
+                let row = rows.last_mut().unwrap();
                 if has_metrics {
-                    let row = rows.last_mut().unwrap();
                     row.extend(r.model_volume_ml.iter().map(|v| v.to_string()));
                     row.extend(r.model_agreement.iter().map(|v| opt(*v)));
+                }
+                if has_attention {
+                    row.extend([opt(r.peak.map(|p| p.axial)), opt(r.peak.map(|p| p.coronal))]);
                 }
             }
         }

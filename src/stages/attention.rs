@@ -321,7 +321,7 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
     if c.write_maps {
         let header = ctx.ct_header.with_stored(stored, true);
         // Sparse float maps compress faster and smaller unshuffled (crate::zarr::ZarrOptions).
-        let opts = ctx.zarr.sparse();
+        let opts = ctx.zarr.sparse().unshuffled();
         for class in &ctx.layout.classes {
             writers.push(
                 ctx.store
@@ -345,6 +345,7 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
                 (t, annotated, Pool::new(crate::stages::shared::SHARED_IN_FLIGHT))
             }),
             shared: None,
+            peaks: vec![PeakFinder::default(); classes],
         }),
         Mode::Released => Box::new(ReleasedStage {
             config: c.clone(),
@@ -352,6 +353,7 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
             sums,
             ent,
             depth: ctx.zarr.slab_depth.min(nz).max(1),
+            nx,
             openings: (0..classes)
                 .map(|_| [Opening::new(nx, ny, nz, c.iterations), Opening::new(nx, ny, nz, c.iterations)])
                 .collect(),
@@ -359,6 +361,7 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
             spare: vec![Vec::new(); classes],
             masks: Vec::new(),
             emitted: 0,
+            peaks: vec![PeakFinder::default(); classes],
         }),
     })
 }
@@ -405,11 +408,19 @@ pub(super) fn paper_slab<O: Send>(
     Ok(total)
 }
 
-/// One z-slice's piece of every class map, and its region above a threshold (when shared).
-/// With, per class, whether a voxel of the piece was set this slab, and the span of the
-/// piece that may hold non-zero values (see `PaperStage::dirty`).
-type SlicePieces<'a> =
-    (Vec<&'a mut [f32]>, Vec<Option<&'a mut BitSlice>>, &'a mut [bool], &'a mut [std::ops::Range<usize>]);
+/// What the paper stage fills for one z-slice of the slab, per class.
+struct SlicePieces<'a> {
+    /// That slice's piece of each class map (none when no map is written).
+    maps: Vec<&'a mut [f32]>,
+    /// Its region above a threshold (when shared).
+    above: Vec<Option<&'a mut BitSlice>>,
+    /// Whether a voxel of the piece was set this slab.
+    touched: &'a mut [bool],
+    /// The span of the piece that may hold non-zero values (see `PaperStage::dirty`).
+    dirty: &'a mut [std::ops::Range<usize>],
+    /// Attention summed per row, `c · ny + y` (for the class's [`Peak`]).
+    rows: &'a mut [f64],
+}
 
 struct PaperStage {
     writers: Vec<ImageWriter>,
@@ -426,6 +437,8 @@ struct PaperStage {
     above: Option<(f64, Vec<bool>, Pool<ClassBits>)>,
     /// The region of the slab just processed, until the engine takes it.
     shared: Option<Pooled<ClassBits>>,
+    /// Per class: where its attention is largest so far.
+    peaks: Vec<PeakFinder>,
 }
 
 impl SlabStage for PaperStage {
@@ -456,31 +469,41 @@ impl SlabStage for PaperStage {
             masks
         });
         let threshold = self.above.as_ref().map_or(f64::INFINITY, |a| a.0);
+        let mut rows = vec![0.0; slab.nz * classes * ny];
         // Per z-slice: that slice's piece of every class map, and its region above.
         let mut per_slice: Vec<SlicePieces> = touched
             .chunks_mut(classes)
             .zip(self.dirty.chunks_mut(classes))
-            .map(|(t, d)| (Vec::with_capacity(classes), Vec::with_capacity(classes), t, d))
+            .zip(rows.chunks_mut(classes * ny))
+            .map(|((touched, dirty), rows)| SlicePieces {
+                maps: Vec::with_capacity(classes),
+                above: Vec::with_capacity(classes),
+                touched,
+                dirty,
+                rows,
+            })
             .collect();
         if write {
             for m in &mut self.maps {
                 for (z, piece) in m.chunks_mut(nxy).enumerate() {
-                    per_slice[z].0.push(piece);
+                    per_slice[z].maps.push(piece);
                 }
             }
         }
         if let Some(masks) = &mut above {
             for m in masks.iter_mut() {
                 if m.is_empty() {
-                    per_slice.iter_mut().for_each(|o| o.1.push(None));
+                    per_slice.iter_mut().for_each(|o| o.above.push(None));
                 } else {
                     for (z, bits) in m.iter_mut().enumerate() {
-                        per_slice[z].1.push(Some(bits));
+                        per_slice[z].above.push(Some(bits));
                     }
                 }
             }
         }
-        let sums = paper_slab(slab, &self.ent, per_slice, |(maps, above, touched, dirty), c, i, att| {
+        let sums = paper_slab(slab, &self.ent, per_slice, |o, c, i, att| {
+            let SlicePieces { maps, above, touched, dirty, rows } = o;
+            rows[c * ny + i / nx] += att;
             if write {
                 // Voxels come in index order: the span grows at its end.
                 if !touched[c] {
@@ -499,6 +522,11 @@ impl SlabStage for PaperStage {
             }
         })?;
         add(&mut self.sums, &sums);
+        for (z, slice) in rows.chunks(classes * ny).enumerate() {
+            for (p, r) in self.peaks.iter_mut().zip(slice.chunks(ny)) {
+                p.add_slice(slab.z0 + z, r);
+            }
+        }
         self.shared = above;
         let (touched, dirty) = (&touched, &self.dirty);
         let cleared: Vec<Vec<usize>> = self
@@ -532,26 +560,71 @@ impl SlabStage for PaperStage {
     }
 
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
-        record(&self.sums, result, |s| s.attention);
+        record(&self.sums, &self.peaks, result, |s| s.attention);
         Ok(())
     }
 
     fn save(&self) -> Vec<u8> {
-        encode_state(&self.sums)
+        encode_state(&(&self.sums, &self.peaks))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let sums: Vec<Sums> = decode_state(state)?;
-        if sums.len() != self.sums.len() {
+        let (sums, peaks): (Vec<Sums>, Vec<PeakFinder>) = decode_state(state)?;
+        if sums.len() != self.sums.len() || peaks.len() != self.sums.len() {
             return Err(format!("a slab checkpoint has {} classes, the pipeline {}", sums.len(), self.sums.len()));
         }
-        self.sums = sums;
+        (self.sums, self.peaks) = (sums, peaks);
         Ok(())
     }
 }
 
-fn record(sums: &[Sums], result: &mut CaseResult, attention: impl Fn(&Sums) -> f64) {
+/// Where a class's attention is largest: the axial slice (z index, as in the Zarr arrays) of
+/// the largest attention sum, and the coronal one (y index) — the first of equals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Peak {
+    pub axial: u32,
+    pub coronal: u32,
+}
+
+/// A class's attention summed per axial slice (the best so far) and per coronal row (over every
+/// slice so far): enough to name its [`Peak`] at the end, in O(ny) memory.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct PeakFinder {
+    best: Option<(f64, u32)>,
+    rows: Vec<f64>,
+}
+
+impl PeakFinder {
+    /// Adds slice `z`, given its attention summed per row `y`.
+    fn add_slice(&mut self, z: usize, rows: &[f64]) {
+        self.rows.resize(rows.len(), 0.0);
+        let mut total = 0.0;
+        for (t, &r) in self.rows.iter_mut().zip(rows) {
+            *t += r;
+            total += r;
+        }
+        if total > 0.0 && self.best.is_none_or(|(b, _)| total > b) {
+            self.best = Some((total, z as u32));
+        }
+    }
+
+    /// The peak, if any voxel had attention.
+    fn peak(&self) -> Option<Peak> {
+        let (_, axial) = self.best?;
+        let (coronal, _) = self
+            .rows
+            .iter()
+            .enumerate()
+            .fold((0, f64::MIN), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
+        Some(Peak { axial, coronal: coronal as u32 })
+    }
+}
+
+fn record(sums: &[Sums], peaks: &[PeakFinder], result: &mut CaseResult, attention: impl Fn(&Sums) -> f64) {
     let mut size = 0.0;
+    for (row, p) in result.classes.iter_mut().zip(peaks) {
+        row.peak = p.peak();
+    }
     for (row, s) in result.classes.iter_mut().zip(sums) {
         let a = attention(s);
         size += a;
@@ -570,6 +643,8 @@ struct ReleasedStage {
     sums: Vec<Sums>,
     ent: Box<[f64; 256]>,
     depth: usize,
+    /// Voxels per row.
+    nx: usize,
     /// Per class: the openings of the std mask and of the entropy mask.
     openings: Vec<[Opening; 2]>,
     /// Per class: output chunks not yet complete, by chunk index (u8 0/1).
@@ -582,6 +657,8 @@ struct ReleasedStage {
     masks: Vec<Vec<[BitSlice; 3]>>,
     /// Slices every opening has emitted so far.
     emitted: usize,
+    /// Per class: where its attention is largest so far (of the chunks written).
+    peaks: Vec<PeakFinder>,
 }
 
 /// The chunk buffer holding slice `z`, created on first use (zeroed, from `spare` if it
@@ -688,23 +765,23 @@ impl SlabStage for ReleasedStage {
 
     fn finish(&mut self, result: &mut CaseResult) -> Result<(), String> {
         debug_assert!(self.pending.iter().all(|p| p.is_empty()), "chunks left unwritten");
-        record(&self.sums, result, |s| s.attention);
+        record(&self.sums, &self.peaks, result, |s| s.attention);
         Ok(())
     }
 
-    /// The sums, the openings' kept slices and the chunks not yet written.
+    /// The sums, the openings' kept slices, the chunks not yet written and the peaks.
     fn save(&self) -> Vec<u8> {
-        encode_state(&(&self.sums, &self.openings, &self.pending, self.emitted))
+        encode_state(&(&self.sums, &self.openings, &self.pending, self.emitted, &self.peaks))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        type State = (Vec<Sums>, Vec<[Opening; 2]>, Vec<VecDeque<(usize, Vec<u8>)>>, usize);
-        let (sums, openings, pending, emitted): State = decode_state(state)?;
+        type State = (Vec<Sums>, Vec<[Opening; 2]>, Vec<VecDeque<(usize, Vec<u8>)>>, usize, Vec<PeakFinder>);
+        let (sums, openings, pending, emitted, peaks): State = decode_state(state)?;
         let classes = self.sums.len();
-        if sums.len() != classes || openings.len() != classes || pending.len() != classes {
+        if sums.len() != classes || openings.len() != classes || pending.len() != classes || peaks.len() != classes {
             return Err(format!("a slab checkpoint has {} classes, the pipeline {classes}", sums.len()));
         }
-        (self.sums, self.openings, self.pending, self.emitted) = (sums, openings, pending, emitted);
+        (self.sums, self.openings, self.pending, self.emitted, self.peaks) = (sums, openings, pending, emitted, peaks);
         Ok(())
     }
 }
@@ -713,13 +790,14 @@ impl ReleasedStage {
     /// Writes every chunk all of whose slices are final; counts its voxels.
     fn flush(&mut self, nz: usize) -> Result<(), String> {
         let (depth, emitted) = (self.depth, self.emitted);
-        let writers = &self.writers;
+        let (writers, nx) = (&self.writers, self.nx);
         let counts: Vec<Result<u64, String>> = self
             .pending
             .par_iter_mut()
             .zip(self.spare.par_iter_mut())
+            .zip(self.peaks.par_iter_mut())
             .enumerate()
-            .map(|(c, (pending, spare))| {
+            .map(|(c, ((pending, spare), peaks))| {
                 let mut count = 0;
                 while let Some((ci, _)) = pending.front() {
                     let end = ((ci + 1) * depth).min(nz);
@@ -727,7 +805,12 @@ impl ReleasedStage {
                         break;
                     }
                     let (ci, buf) = pending.pop_front().unwrap();
-                    count += buf.iter().map(|&b| b as u64).sum::<u64>();
+                    let nxy = buf.len() / (end - ci * depth);
+                    for (k, slice) in buf.chunks(nxy).enumerate() {
+                        let rows: Vec<f64> = slice.chunks(nx).map(|r| super::sum_bytes(r) as f64).collect();
+                        count += rows.iter().sum::<f64>() as u64;
+                        peaks.add_slice(ci * depth + k, &rows);
+                    }
                     if let Some(w) = writers.get(c) {
                         w.write_slab(ci * depth, &buf).map_err(|e| e.to_string())?;
                     }

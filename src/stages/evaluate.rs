@@ -179,6 +179,9 @@ fn count(c: &mut Counted, min: u64, voxels: u64, marked: bool) {
 }
 
 impl SlabStage for EvaluateStage {
+    fn wants_rows(&self) -> bool {
+        true
+    }
     fn process(&mut self, slab: &CaseSlab) -> Result<(), String> {
         let nxy = slab.nxy();
         // The attention region of every annotated class: shared by a paper attention stage

@@ -320,6 +320,9 @@ pub struct ClassRow {
     /// Error and attention components (evaluate stage; annotated classes).
     #[serde(default)]
     pub evaluation: Option<evaluate::Evaluation>,
+    /// Where the class's attention is largest (attention stage): what the report shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<attention::Peak>,
 }
 
 /// What the assemble stage used for one (case, class): `assembly.csv`.
@@ -360,6 +363,7 @@ impl CaseResult {
             }
             match kind {
                 "attention" => {
+                    row.peak = n.peak;
                     row.attention_sum = n.attention_sum;
                     row.inconsistency_sum = n.inconsistency_sum;
                     row.uncertainty_sum = n.uncertainty_sum;

@@ -20,18 +20,16 @@
 //! else.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::Deserialize;
-use zarrs::array::Array;
-use zarrs::storage::ReadableStorageTraits;
 
 use super::Finished;
 use super::rank::RankRow;
 use super::{CaseSlab, Layout, ProbDecoder, StageConfig, StageKind, parse_table, require_predictions};
 use crate::input::InputConfig;
-use crate::nifti::{DataType, Header, VolumeWriter, Voxels};
+use crate::nifti::{DataType, VolumeWriter};
 use crate::with_voxels;
+use crate::zarr::read::{CaseGroup, chunk};
 
 pub const KIND: StageKind = StageKind {
     kind: "review",
@@ -62,45 +60,12 @@ fn build(table: &toml::Table, input: &InputConfig) -> Result<StageConfig, Vec<St
     if problems.is_empty() { Ok(StageConfig::Review(c)) } else { Err(problems) }
 }
 
-type ZArray = Array<dyn ReadableStorageTraits>;
-type Store = Arc<dyn ReadableStorageTraits>;
-
-fn open(store: &Store, path: &str) -> Result<ZArray, String> {
-    Array::open(store.clone(), &format!("/{path}")).map_err(|e| format!("{path}: {e}"))
-}
-
-/// The NIfTI header stored beside an image's array `0`.
-fn header(store: &Store, image: &str) -> Result<Header, String> {
-    let a = open(store, &format!("{image}/nifti"))?;
-    let bytes: Vec<u8> = a.retrieve_chunk(&[0]).map_err(|e| format!("{image}/nifti: {e}"))?;
-    Header::parse(&bytes[..]).map_err(|e| format!("{image}/nifti: {e}"))
-}
-
-/// Chunk `i` of an image's array `0` (the slab of slices i·depth…), cut to `n` voxels.
-fn chunk(a: &ZArray, dt: DataType, i: u64, n: usize) -> Result<Voxels, String> {
-    let at = [i, 0, 0];
-    let err = |e: zarrs::array::ArrayError| format!("chunk {i}: {e}");
-    let mut v = match dt {
-        DataType::U8 => Voxels::U8(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::I8 => Voxels::I8(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::I16 => Voxels::I16(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::U16 => Voxels::U16(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::I32 => Voxels::I32(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::U32 => Voxels::U32(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::I64 => Voxels::I64(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::F32 => Voxels::F32(a.retrieve_chunk(&at).map_err(err)?),
-        DataType::F64 => Voxels::F64(a.retrieve_chunk(&at).map_err(err)?),
-    };
-    with_voxels!(&mut v, d => d.truncate(n));
-    Ok(v)
-}
-
 /// Writes the review files of one flagged case into `dir` (new).
 fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, dir: &Path) -> Result<(), String> {
     let group = out.join("cases").join(format!("{case}.zarr"));
-    let store = crate::zarr::readable(&group)?;
+    let store = CaseGroup::open(&group)?;
     crate::files::durable::create_dir_durable(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let ct = header(&store, "ct")?;
+    let ct = store.header("ct")?;
     let [nx, ny, nz] = ct.shape();
     let nxy = nx * ny;
     let u8_header = ct.with_stored(DataType::U8, true);
@@ -111,8 +76,8 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
     // Heatmaps: a pass for the maximum, a pass to write.
     for class in classes {
         let image = format!("attention/{class}");
-        let Ok(a) = open(&store, &format!("{image}/0")) else { continue }; // write_maps = false
-        let dt = header(&store, &image)?.datatype;
+        let Ok(a) = store.array(&format!("{image}/0")) else { continue }; // write_maps = false
+        let dt = store.header(&image)?.datatype;
         let slabs = nz.div_ceil(depth);
         let mut max = 0.0f64;
         for i in 0..slabs {
@@ -161,11 +126,11 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
     for (m, model) in models.iter().enumerate() {
         for (c, class) in classes.iter().enumerate() {
             let image = format!("predictions/{model}/{class}");
-            let h = header(&store, &image)?;
+            let h = store.header(&image)?;
             layout.predictions[m][c] = arrays.len();
             layout.prob[m][c] = ProbDecoder::for_header(&h, input.clamp_probabilities);
             layout.paths.push(group.join(&image));
-            arrays.push((open(&store, &format!("{image}/0"))?, h.datatype));
+            arrays.push((store.array(&format!("{image}/0"))?, h.datatype));
         }
     }
     let path = dir.join("pseudo_labels.nii.gz");

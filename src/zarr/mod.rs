@@ -22,6 +22,7 @@ use zarrs::group::GroupBuilder;
 
 use crate::nifti::{DataType, Header};
 
+pub mod read;
 mod store;
 pub use store::{OutStore, SlabStore, readable};
 
@@ -134,11 +135,11 @@ pub struct ZarrOptions {
 }
 
 /// What `codec = "auto"` gives the sparse arrays — predictions, label masks, attention maps,
-/// mostly 0 with organs in them: blosc-lz4 compressed the two full-size cases' uint8
-/// predictions and float attention maps with 0.49 CPU s less per case than blosc-zstd, for
-/// 19 MiB more per case (10 → 18 MiB of predictions, 18 → 29 MiB of attention;
-/// benches/README.md, "The inflate floor"). CT and the normalised CT, dense, keep blosc-zstd
-/// with byte shuffle, 30 % smaller than lz4 would make them.
+/// mostly 0 with organs in them: on `floor.sh`'s full-size cases blosc-lz4 took 0.25 CPU s
+/// less per case than blosc-zstd, for 19 MiB more per case (11 → 19 MiB of predictions and
+/// labels, 18 → 29 MiB of attention; benches/README.md, "Chunk codec"). CT and the
+/// normalised CT, dense, keep blosc-zstd with byte shuffle, 25–30 % smaller than lz4 would
+/// make them.
 pub const SPARSE_CODEC: Codec = Codec::BloscLz4;
 
 impl ZarrOptions {
@@ -147,22 +148,28 @@ impl ZarrOptions {
         ZarrOptions { slab_depth, codec, level, subchunks, shuffle: true, per_kind: false }
     }
 
-    /// The codec chosen per kind of array (`codec = "auto"`, the default): blosc-zstd at
-    /// level 1 for the dense arrays, [`SPARSE_CODEC`] for the sparse ones.
-    pub fn per_kind(slab_depth: usize, subchunks: Option<[u64; 3]>) -> ZarrOptions {
+    /// The codec chosen per kind of array (`codec = "auto"`, the default): blosc-zstd for the
+    /// dense arrays (at `level`, by default 1), [`SPARSE_CODEC`] for the sparse ones.
+    pub fn per_kind(slab_depth: usize, level: Option<i32>, subchunks: Option<[u64; 3]>) -> ZarrOptions {
         let codec = Codec::BloscZstd;
-        ZarrOptions { per_kind: true, ..ZarrOptions::new(slab_depth, codec, codec.default_level(), subchunks) }
+        let level = level.unwrap_or(codec.default_level());
+        ZarrOptions { per_kind: true, ..ZarrOptions::new(slab_depth, codec, level, subchunks) }
     }
 
-    /// The options of a sparse array (predictions, masks, attention maps): no byte shuffle,
-    /// and [`SPARSE_CODEC`] at its default level when the codec is chosen per kind.
+    /// The options of a sparse array (predictions, masks, attention maps): [`SPARSE_CODEC`]
+    /// at its default level, unshuffled, when the codec is chosen per kind; else the same.
     pub fn sparse(&self) -> ZarrOptions {
         match self.per_kind {
             true => {
                 ZarrOptions { codec: SPARSE_CODEC, level: SPARSE_CODEC.default_level(), shuffle: false, ..self.clone() }
             }
-            false => ZarrOptions { shuffle: false, ..self.clone() },
+            false => self.clone(),
         }
+    }
+
+    /// The same without blosc's byte shuffle (sparse float maps: see `shuffle`).
+    pub fn unshuffled(&self) -> ZarrOptions {
+        ZarrOptions { shuffle: false, ..self.clone() }
     }
 }
 

@@ -38,6 +38,7 @@ meta = {r["case_id"]: r["dataset"] for r in csv.DictReader(open(os.path.join(cor
 rows = {(r["case_id"], r["class"]): r for r in csv.DictReader(open(os.path.join(out, "metrics.csv")))}
 sizes = {}
 checked = 0
+peaks = 0
 opened_voxels = 0  # released: voxels that survive the openings (the test must exercise them)
 overlap_total = 0
 for case_dir in sorted(glob.glob(os.path.join(corpus, "BDMAP_*"))):
@@ -95,6 +96,18 @@ for case_dir in sorted(glob.glob(os.path.join(corpus, "BDMAP_*"))):
             if total > 0:
                 dice = 2.0 * (g & consensus[ci]).sum() / total
         close(r["dice"], dice, what + " dice")
+        # The peak: the axial slice (z) and the coronal one (y) of the largest attention sum.
+        a = attention[ci].astype(np.float64)
+        zs, ys = a.sum(axis=(0, 1)), a.sum(axis=(0, 2))
+        pz, py = r["attention_peak_z"], r["attention_peak_y"]
+        if zs.max() > 0:
+            pz, py = int(pz), int(py)
+            # Sums in another order may differ in the last bits: a near-tie may go either way.
+            if zs[pz] < zs.max() * (1 - 1e-9) or ys[py] < ys.max() * (1 - 1e-9):
+                fail(f"{what}: peak z={pz}, y={py}; reference z={int(zs.argmax())}, y={int(ys.argmax())}")
+            peaks += 1
+        elif (pz, py) != ("", ""):
+            fail(f"{what}: a peak ({pz}, {py}) where there is no attention")
         arr = zarr.open_array(os.path.join(out, "cases", case + ".zarr", "attention", c, "0"), mode="r")[:]
         want = attention[ci].transpose(2, 1, 0)
         if mode == "paper":
@@ -119,4 +132,6 @@ if len(ranking) != len(order):
     fail(f"ranking.csv has {len(ranking)} rows, expected {len(order)}")
 if overlap_total == 0 or (mode == "released" and opened_voxels == 0):
     fail(f"the corpus does not exercise the definitions (overlap {overlap_total}, opened {opened_voxels})")
-print(f"OK {checked} class maps, {len(order)} cases ranked")
+if peaks == 0:
+    fail("no class has attention: the peaks were not checked")
+print(f"OK {checked} class maps, {peaks} peaks, {len(order)} cases ranked")
