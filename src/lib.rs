@@ -17,6 +17,7 @@ pub mod files;
 pub mod input;
 pub mod nifti;
 pub mod pipeline;
+pub mod report;
 pub mod slurm;
 pub mod stages;
 pub mod synth;

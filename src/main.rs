@@ -357,7 +357,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Report { output, to } => {
             let file = to.unwrap_or_else(|| output.join("report.html"));
-            match slabflow::pipeline::html::write_report(&output, &file) {
+            match slabflow::report::write_report(&output, &file) {
                 Ok(n) => {
                     eprintln!("Wrote {} ({n} cases)", slabflow::files::mirror::display(&file));
                     Ok(ExitCode::SUCCESS)
@@ -608,8 +608,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let p = Pipeline::parse(&file, slabflow::DEMO_PIPELINE, &overrides).map_err(anyhow::Error::from)?;
             let code = run(&p, true, None)?;
             let report = out.join("report.html");
-            let report_line = match slabflow::pipeline::html::write_report(&out, &report) {
-                Ok(_) => format!("\nReport (Figure 4 and the ranking): {}", report.display()),
+            let report_line = match slabflow::report::write_report(&out, &report) {
+                Ok(_) => format!("\nReport (the run, the flagged cases' pictures, the metrics): {}", report.display()),
                 Err(_) => String::new(),
             };
             eprintln!(

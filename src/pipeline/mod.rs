@@ -8,7 +8,6 @@ pub mod case;
 pub mod config;
 pub mod dry_run;
 pub mod flow;
-pub mod html;
 pub mod plan;
 pub mod profile;
 pub mod report;

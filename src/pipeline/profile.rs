@@ -110,18 +110,37 @@ impl Profile {
             .collect()
     }
 
-    /// `profile.json` in `out`: the figures, the wall time, and the bounding node.
-    pub fn write(&self, out: &Path, wall: Duration) -> std::io::Result<()> {
+    /// `profile.json` in `out`: the figures, the wall time, the bounding node, and what the
+    /// report's run summary shows (memory against the limit, the version).
+    pub fn write(&self, out: &Path, wall: Duration, memory_limit: u64) -> std::io::Result<()> {
         #[derive(Serialize)]
         struct File<'a> {
             wall_s: f64,
             cases: usize,
             bound_by: Option<String>,
             why: Option<String>,
+            /// The process's peak resident memory (Linux `VmHWM`), bytes.
+            peak_rss_bytes: Option<u64>,
+            memory_limit_bytes: u64,
+            slabflow: &'static str,
+            /// When the run ended, seconds since 1970 (UTC).
+            finished_unix_s: u64,
             nodes: &'a [NodeTimes],
         }
         let (bound_by, why) = self.bound().unzip();
-        let f = File { wall_s: wall.as_secs_f64(), cases: self.cases, bound_by, why, nodes: &self.nodes };
+        let f = File {
+            wall_s: wall.as_secs_f64(),
+            cases: self.cases,
+            bound_by,
+            why,
+            peak_rss_bytes: super::budget::peak_rss(),
+            memory_limit_bytes: memory_limit,
+            slabflow: env!("CARGO_PKG_VERSION"),
+            finished_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            nodes: &self.nodes,
+        };
         let bytes = serde_json::to_vec_pretty(&f).expect("serialisable");
         crate::files::durable::write_atomic(&out.join("profile.json"), &bytes)
     }

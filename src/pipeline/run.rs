@@ -399,7 +399,11 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
         // This run's figures; a run that computed nothing leaves none (an older one would be
         // another run's).
         let path = out.join("profile.json");
-        let written = if profile.nodes.is_empty() { remove_path(&path) } else { profile.write(out, start.elapsed()) };
+        let written = if profile.nodes.is_empty() {
+            remove_path(&path)
+        } else {
+            profile.write(out, start.elapsed(), p.memory_limit)
+        };
         written.map_err(|source| RunError::Io { path, source })?;
     }
     Ok(RunSummary {
