@@ -116,9 +116,37 @@ fn the_report_shows_every_case_and_pictures_of_the_flagged_ones() {
         assert!(heat > 0, "{case}/{class}/{view}: no attention overlay at its peak");
     }
     assert!(with_contour * 2 >= pics.len(), "{with_contour} of {} pictures show a consensus contour", pics.len());
-    // Pixel for pixel against numpy.
+    // Pixel for pixel against numpy, the edge letters against nibabel's axis codes.
     let said = util::python_script("report_pixels.py", &[&out, &page]);
     assert!(said.contains(&format!("OK {} pictures", pics.len())), "{said}");
+
+    // Released mode: binary uint8 maps, every attention voxel at the top heat level — still a
+    // heat colour (not a grey that reads as bone), and the same pixels as numpy's; the page
+    // written elsewhere (--to) links the review files by their absolute paths.
+    let released = t.path().join("released.toml");
+    std::fs::write(
+        &released,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("kind = \"attention\"\n", "kind = \"attention\"\nmode = \"released\"\n"),
+    )
+    .unwrap();
+    let out2 = t.path().join("out-released");
+    assert!(util::run(&released, &corpus, &out2, &[]).status.success());
+    let page2 = t.path().join("elsewhere.html");
+    let o = util::slabflow(&["report", "--output", out2.to_str().unwrap(), "--to", page2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let html2 = std::fs::read_to_string(&page2).unwrap();
+    let pics2 = pictures(&html2);
+    assert!(!pics2.is_empty());
+    for (case, class, view, rgb, _, _) in &pics2 {
+        let yellow = rgb.chunks(3).filter(|c| c[0] > 200 && c[1] > 150 && c[2] < 120).count();
+        assert!(yellow > 0, "{case}/{class}/{view}: the released map's voxels are not drawn as heat");
+    }
+    let review = std::path::absolute(&out2).unwrap().join("review");
+    assert!(html2.contains(&format!("href=\"{}/", review.display())), "links from elsewhere are absolute");
+    let said = util::python_script("report_pixels.py", &[&out2, &page2]);
+    assert!(said.contains(&format!("OK {} pictures", pics2.len())), "{said}");
 
     let Some(chromium) = chromium() else { return };
     let profile = t.path().join("chromium-profile");
@@ -150,7 +178,7 @@ fn the_report_shows_every_case_and_pictures_of_the_flagged_ones() {
     let ranking = dom.split("<table id=\"ranking\">").nth(1).and_then(|t| t.split("</table>").next()).unwrap();
     assert_eq!(ranking.matches("<tr").count(), 9 + 1, "a row per case and the header");
     let png = t.path().join("report.png");
-    let shot = browse(&[&format!("--screenshot={}", png.display()), "--window-size=1000,1600", &url]);
+    let shot = browse(&[&format!("--screenshot={}", png.display()), "--window-size=1000,5000", &url]);
     assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
     let mut d = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     d.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -166,9 +194,9 @@ fn the_report_shows_every_case_and_pictures_of_the_flagged_ones() {
             assert!(px.iter().all(|&v| v >= 240), "content at the right edge (x {x}, y {y}): {px:?}");
         }
     }
-    // Something is drawn: the pictures and plots show in the screenshot.
-    let dark = buf.chunks(ch).filter(|p| p[..3].iter().all(|&v| v < 60)).count();
-    assert!(dark > 5_000, "{dark} dark pixels: the pictures did not render");
+    // The pictures were decoded and drawn: only they hold the contour's cyan.
+    let cyan = buf.chunks(ch).filter(|p| p[0] < 40 && p[1] > 215 && p[2] > 215).count();
+    assert!(cyan > 100, "{cyan} contour pixels in the screenshot: the pictures did not render");
     let pdf = t.path().join("report.pdf");
     let printed = browse(&["--no-pdf-header-footer", &format!("--print-to-pdf={}", pdf.display()), &url]);
     assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));

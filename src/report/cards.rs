@@ -5,12 +5,14 @@
 //! Invariants: only the chunks holding those slices are read — the one chunk of each array
 //! holding the axial slice, and for the coronal slices every chunk of the CT and of the
 //! class's attention map and predictions, one chunk at a time — so memory stays that of a
-//! few chunks however many cases are flagged. The consensus is the stages' own function
+//! few chunks per card being made (one per core) however many cases are flagged. "Axial" and
+//! "coronal" are the slices at a fixed z and y of the arrays; their captions name the plane
+//! the CT's affine gives them. A peak outside the case's grid is refused, naming the class. The consensus is the stages' own function
 //! ([`crate::stages::prob::consensus`]) on the predictions as stored.
 
 use std::path::Path;
 
-use super::render::{Picture, Slice, render};
+use super::render::{Picture, Slice, plane, render};
 use crate::input::InputConfig;
 use crate::nifti::{DataType, Voxels};
 use crate::stages::{CaseSlab, Layout, ProbDecoder};
@@ -81,6 +83,12 @@ pub fn case_views(
         }
         arrays.push(ClassArrays { attention, predictions, layout });
     }
+    if let Some(&(c, z, y)) = classes.iter().find(|&&(_, z, y)| z >= nz || y >= ny) {
+        return Err(format!(
+            "the peak of {} (z {z}, y {y}) is outside the case's {nx}×{ny}×{nz} voxels: metrics.csv and the case's group disagree (rerun the pipeline)",
+            input.classes[c]
+        ));
+    }
     let ct_dt = group.header("ct")?.datatype;
     // Per class: the axial slice (filled from its chunk) and the coronal one (a row of every
     // slice, filled chunk by chunk).
@@ -131,8 +139,8 @@ pub fn case_views(
     for ((&(c, pz, py), a), co) in classes.iter().zip(axial).zip(coronal) {
         views.push(ClassViews {
             class: input.classes[c].clone(),
-            axial: (format!("axial slice z = {pz} of {nz}"), render(&a, spacing, &affine)?),
-            coronal: (format!("coronal slice y = {py} of {ny}"), render(&co, spacing, &affine)?),
+            axial: (format!("{} slice z = {pz} of {nz}", plane(&affine, 2)), render(&a, spacing, &affine)?),
+            coronal: (format!("{} slice y = {py} of {ny}", plane(&affine, 1)), render(&co, spacing, &affine)?),
         });
     }
     Ok(views)

@@ -10,11 +10,13 @@ pub fn sig(v: f64, digits: usize) -> String {
     if v == 0.0 {
         return "0".into();
     }
+    // Round to the digits first (123 456 to 4 digits is 123 500; 999.96 is 1 000), then take
+    // the decimals from the rounded value's magnitude.
     let magnitude = v.abs().log10().floor() as i32;
-    let decimals = (digits as i32 - 1 - magnitude).max(0) as usize;
-    // Round to the digits first: 123 456 to 4 digits is 123 500.
     let scale = 10f64.powi(magnitude + 1 - digits as i32);
-    let rounded = if decimals == 0 { (v / scale).round() * scale } else { v };
+    let rounded = (v / scale).round() * scale;
+    let magnitude = rounded.abs().log10().floor() as i32;
+    let decimals = (digits as i32 - 1 - magnitude).max(0) as usize;
     group(&format!("{rounded:.decimals$}"))
 }
 
@@ -59,7 +61,7 @@ pub fn duration(s: f64) -> String {
 /// Bytes as MiB or GiB.
 pub fn bytes(b: f64) -> String {
     let mib = b / (1u64 << 20) as f64;
-    if mib < 1024.0 { format!("{} MiB", sig(mib, 3)) } else { format!("{} GiB", sig(mib / 1024.0, 3)) }
+    if mib < 999.5 { format!("{} MiB", sig(mib, 3)) } else { format!("{} GiB", sig(mib / 1024.0, 3)) }
 }
 
 #[cfg(test)]
@@ -74,6 +76,9 @@ mod tests {
         assert_eq!(sig(12.345, 4), "12.35");
         assert_eq!(sig(-0.000123456, 2), "-0.00012");
         assert_eq!(sig(0.0, 4), "0");
+        assert_eq!(sig(999.96, 4), "1\u{2009}000");
+        assert_eq!(sig(0.99996, 4), "1.000");
+        assert_eq!(sig(-999.96, 4), "-1\u{2009}000");
         assert_eq!(percent(1.0, 3.0), "33.3 %");
         assert_eq!(ml(288.17712472911876), "288 mL");
         assert_eq!(duration(4000.0), "66.7 min");

@@ -112,6 +112,8 @@ struct Inputs {
     profile: Option<serde_json::Value>,
     /// The pipeline of the run (from its journal), when readable.
     pipeline: Result<Pipeline, String>,
+    /// `review/` as the page links it: relative beside the output's tables, else absolute.
+    review_prefix: String,
 }
 
 impl Inputs {
@@ -121,7 +123,14 @@ impl Inputs {
     }
 }
 
-fn read_inputs(out: &Path) -> Result<Inputs, String> {
+fn read_inputs(out: &Path, file: &Path) -> Result<Inputs, String> {
+    let beside = file.parent().is_some_and(|d| d == out || d.canonicalize().ok() == out.canonicalize().ok());
+    let review_prefix = if beside {
+        "review/".to_string()
+    } else {
+        let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_owned());
+        format!("{}/", crate::files::mirror::display(&abs.join("review")))
+    };
     let profile =
         crate::files::mirror::read(&out.join("profile.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let pipeline = match crate::checkpoint::Manifest::read(out) {
@@ -143,6 +152,7 @@ fn read_inputs(out: &Path) -> Result<Inputs, String> {
         evaluation: Table::read(&out.join("evaluation_summary.csv"))?,
         profile,
         pipeline,
+        review_prefix,
     })
 }
 
@@ -162,7 +172,7 @@ code { font-size: 12px; overflow-wrap: anywhere; }
 .views { display: flex; flex-wrap: wrap; gap: 1.2em; }
 .class { flex: 0 1 auto; }
 .pair { display: flex; gap: 0.6em; align-items: flex-start; }
-.view { position: relative; display: inline-block; margin: 14px 14px 4px; }
+.view { position: relative; display: inline-block; margin: 14px 14px 18px; }
 .view img { display: block; image-rendering: pixelated; }
 .edge { position: absolute; font: bold 11px system-ui, sans-serif; color: #444; }
 .edge.l { left: -12px; top: 50%; } .edge.r { right: -12px; top: 50%; }
@@ -176,7 +186,7 @@ code { font-size: 12px; overflow-wrap: anywhere; }
 
 /// Writes the report of the run in `out` to `file`; returns the number of cases shown.
 pub fn write_report(out: &Path, file: &Path) -> Result<usize, String> {
-    let inputs = read_inputs(out)?;
+    let inputs = read_inputs(out, file)?;
     let mut html = String::new();
     let _ = write!(
         html,
@@ -199,6 +209,24 @@ pub fn write_report(out: &Path, file: &Path) -> Result<usize, String> {
     Ok(inputs.ranking.len())
 }
 
+/// `error` with each whole occurrence of `id` (not inside a longer name) as `{case}`.
+fn without_id(error: &str, id: &str) -> String {
+    if id.is_empty() {
+        return error.to_string();
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::new();
+    let mut rest = error;
+    while let Some(at) = rest.find(id) {
+        let (before, after) = (rest[..at].chars().next_back(), rest[at + id.len()..].chars().next());
+        out.push_str(&rest[..at]);
+        out.push_str(if word(before) || word(after) { id } else { "{case}" });
+        rest = &rest[at + id.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The run summarised: counts, errors grouped, time, memory, the pipeline.
 fn summary(html: &mut String, inputs: &Inputs) {
     let (done, failed) = (inputs.ranking.len(), inputs.failures.rows.len());
@@ -215,6 +243,11 @@ fn summary(html: &mut String, inputs: &Inputs) {
         done + failed,
         percent(flagged as f64, done as f64)
     );
+    if inputs.profile.is_none() {
+        html.push_str(
+            r#"<tr><th>last run</th><td class="note">no profile.json: a sharded run (each shard's log has its figures) or a rerun that computed nothing</td></tr>"#,
+        );
+    }
     if let Some(p) = &inputs.profile {
         let f = |k: &str| p.get(k).and_then(|v| v.as_f64());
         if let (Some(wall), Some(cases)) = (f("wall_s"), f("cases")) {
@@ -250,7 +283,7 @@ fn summary(html: &mut String, inputs: &Inputs) {
         let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for r in inputs.failures.rows() {
             let (id, error) = (r.get("case_id").unwrap_or_default(), r.get("error").unwrap_or_default());
-            let key = if id.is_empty() { error.to_string() } else { error.replace(id, "{case}") };
+            let key = without_id(error, id);
             groups.entry(key).or_default().push(id);
         }
         let mut groups: Vec<_> = groups.into_iter().collect();
@@ -273,7 +306,7 @@ fn summary(html: &mut String, inputs: &Inputs) {
         Ok(p) => {
             let _ = writeln!(
                 html,
-                "<details><summary>The pipeline that ran</summary><pre>{}</pre></details>",
+                "<details open><summary>The pipeline that ran</summary><pre>{}</pre></details>",
                 esc(&p.text)
             );
         }
@@ -339,7 +372,11 @@ fn view(html: &mut String, case: &str, class: &str, plane: &str, what: &str, p: 
         png = base64::engine::general_purpose::STANDARD.encode(&p.png),
         bar = mm / p.mm_per_px,
         what = esc(what),
-        none = if p.attention { "" } else { " (no attention map written)" },
+        none = match (p.map, p.attention) {
+            (false, _) => " (no attention map written)",
+            (true, false) => " (no attention in this slice)",
+            (true, true) => "",
+        },
     );
 }
 
@@ -420,32 +457,80 @@ fn card(out: &Path, inputs: &Inputs, pipeline: &Pipeline, r: &Ranked, total: f64
             let _ = write!(html, r#"<p class="note">The pictures could not be made: {}</p>"#, esc(&e));
         }
     }
-    review_links(html, out, pipeline, &r.case_id, &classes);
+    review_links(html, out, &inputs.review_prefix, pipeline, r, &classes);
     html.push_str("</article>\n");
     page
 }
 
-/// Links to the case's review files and the commands that open them.
-fn review_links(html: &mut String, out: &Path, p: &Pipeline, case: &str, classes: &[(String, Option<(usize, usize)>)]) {
-    let dir = format!("review/{case}");
-    if !crate::files::mirror::exists(&out.join(&dir).join("pseudo_labels.nii.gz")).unwrap_or(false) {
+/// A path as a shell word: quoted unless it is made of safe characters only.
+fn shell(path: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c);
+    if !path.is_empty() && path.chars().all(safe) {
+        path.to_string()
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
+}
+
+/// A path as a URL path: `%`, `#`, `?`, spaces and quotes percent-encoded.
+fn url_path(path: &str) -> String {
+    let mut out = String::new();
+    for b in path.bytes() {
+        match b {
+            b'%' | b'#' | b'?' | b' ' | b'"' | b'\'' | b'<' | b'>' => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
+/// Links to the case's review files and the commands that open them. `prefix`: the review
+/// folder as seen from the page.
+fn review_links(
+    html: &mut String,
+    out: &Path,
+    prefix: &str,
+    p: &Pipeline,
+    case: &Ranked,
+    classes: &[(String, Option<(usize, usize)>)],
+) {
+    let dir = out.join("review").join(&case.case_id);
+    let exists = |f: &str| crate::files::mirror::exists(&dir.join(f)).unwrap_or(false);
+    if !exists("pseudo_labels.nii.gz") {
         html.push_str(r#"<p class="note">No review files (add a review stage to export them).</p>"#);
         return;
     }
-    let ct = p.input.templates.ct.fill(&p.input.root, &[("case".to_string(), case.to_string())].into_iter().collect());
-    let files: Vec<String> = std::iter::once("pseudo_labels.nii.gz".to_string())
-        .chain(classes.iter().map(|(c, _)| format!("attention_{c}.nii.gz")))
+    let bindings = [("case".to_string(), case.case_id.clone()), ("dataset".to_string(), case.dataset.clone())]
+        .into_iter()
         .collect();
-    let links: Vec<String> =
-        files.iter().map(|f| format!(r#"<a href="{dir}/{f}">{f}</a>"#, dir = esc(&dir), f = esc(f))).collect();
-    let first = classes.first().map_or("", |(c, _)| c.as_str());
+    let t = &p.input.templates.ct;
+    let ct = t.find(&p.input.root, &bindings).unwrap_or_else(|| t.fill(&p.input.root, &bindings));
+    // The attention heatmaps of the classes shown (none when the maps were not written).
+    let files: Vec<String> = std::iter::once("pseudo_labels.nii.gz".to_string())
+        .chain(classes.iter().map(|(c, _)| format!("attention_{c}.nii.gz")).filter(|f| exists(f)))
+        .collect();
+    let links: Vec<String> = files
+        .iter()
+        .map(|f| format!(r#"<a href="{}">{}</a>"#, esc(&url_path(&format!("{prefix}{}/{f}", case.case_id))), esc(f)))
+        .collect();
+    let shown = crate::files::mirror::display(&dir);
+    let seg = shell(&format!("{shown}/pseudo_labels.nii.gz"));
+    let overlay = files.get(1).map(|f| shell(&format!("{shown}/{f}")));
+    let ct = shell(&ct.display().to_string());
+    let itk = match &overlay {
+        Some(o) => format!("itksnap -g {ct} -s {seg} -o {o}"),
+        None => format!("itksnap -g {ct} -s {seg}"),
+    };
+    let slicer = match &overlay {
+        Some(o) => format!("Slicer {ct} {seg} {o}"),
+        None => format!("Slicer {ct} {seg}"),
+    };
     let _ = write!(
         html,
-        r#"<p>Review files: {}.<br>ITK-SNAP: <code>itksnap -g {ct} -s {dir}/pseudo_labels.nii.gz -o {dir}/attention_{first}.nii.gz</code><br>3D Slicer: <code>Slicer {ct} {dir}/pseudo_labels.nii.gz {dir}/attention_{first}.nii.gz</code></p>"#,
+        r#"<p>Review files: {}.<br>ITK-SNAP (the labels as a segmentation, the heatmap as an overlay): <code>{}</code><br>3D Slicer (each file as a volume): <code>{}</code></p>"#,
         links.join(", "),
-        ct = esc(&ct.display().to_string()),
-        dir = esc(&crate::files::mirror::display(&out.join(&dir))),
-        first = esc(first),
+        esc(&itk),
+        esc(&slicer),
     );
 }
 
@@ -596,4 +681,22 @@ fn ranking_table(html: &mut String, rows: &[Ranked]) {
         );
     }
     html.push_str("</tbody></table>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_group_without_their_case_and_paths_quote() {
+        assert_eq!(
+            without_id("case_1/ct.nii.gz of case_1: truncated", "case_1"),
+            "{case}/ct.nii.gz of {case}: truncated"
+        );
+        assert_eq!(without_id("case_10 and case_1", "case_1"), "case_10 and {case}");
+        assert_eq!(shell("/data/a b/ct.nii.gz"), "'/data/a b/ct.nii.gz'");
+        assert_eq!(shell("/data/ab/ct.nii.gz"), "/data/ab/ct.nii.gz");
+        assert_eq!(shell("it's"), r"'it'\''s'");
+        assert_eq!(url_path("review/a#1/x.nii.gz"), "review/a%231/x.nii.gz");
+    }
 }

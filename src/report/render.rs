@@ -17,8 +17,9 @@
 //!   `q = ⌊g · (GREYS − 1) + 0.5⌋`, colour `⌊q · 255 / (GREYS − 1) + 0.5⌋`. Where the
 //!   attention `a` (divided by its maximum over the source slice) is above 0: heat level
 //!   `k = min(⌈a · HEATS⌉, HEATS)`, `a' = k / HEATS`, grey in `UNDER` levels
-//!   (`q' = ⌊g · (UNDER − 1) + 0.5⌋`, `g' = q' / (UNDER − 1)`), the heat colour
-//!   `h = (clamp(3a'), clamp(3a' − 1), clamp(3a' − 2))` blended in with opacity `α = 0.7 a'`:
+//!   (`q' = ⌊g · (UNDER − 1) + 0.5⌋`, `g' = q' / (UNDER − 1)`), the heat colour from red to
+//!   yellow `h = (1, 0.9 a', 0)` blended in with opacity `α = 0.3 + 0.5 a'` (never white,
+//!   so a released-mode map, all at the top level, does not read as bone):
 //!   channel `⌊((1 − α) g' + α h) · 255 + 0.5⌋`, index `GREYS + (k − 1) · UNDER + q'`.
 //!   Consensus pixels with a 4-neighbour outside the consensus (or on the image's edge) are
 //!   the contour, index `GREYS + HEATS · UNDER`, colour `CONTOUR`.
@@ -42,8 +43,8 @@ fn palette() -> Vec<u8> {
     }
     for k in 1..=HEATS {
         let a = k as f64 / HEATS as f64;
-        let alpha = 0.7 * a;
-        let heat = [(3.0 * a).clamp(0.0, 1.0), (3.0 * a - 1.0).clamp(0.0, 1.0), (3.0 * a - 2.0).clamp(0.0, 1.0)];
+        let alpha = 0.3 + 0.5 * a;
+        let heat = [1.0, 0.9 * a, 0.0];
         for q in 0..UNDER {
             let g = q as f64 / (UNDER - 1) as f64;
             p.extend(heat.map(|h| (((1.0 - alpha) * g + alpha * h) * 255.0 + 0.5).floor() as u8));
@@ -77,6 +78,8 @@ pub struct Picture {
     pub edges: [char; 4],
     /// Whether it shows any attention.
     pub attention: bool,
+    /// Whether there was an attention map to show.
+    pub map: bool,
 }
 
 /// Where a voxel axis points: world axis (0 = x R-L, 1 = y A-P, 2 = z S-I) and whether its
@@ -90,6 +93,11 @@ fn direction(affine: &[[f64; 4]; 4], axis: usize) -> (usize, bool) {
 /// The letters at the low and high ends of world axis `w` as shown (R left, A and S on top).
 fn letters(w: usize) -> [char; 2] {
     [['R', 'L'], ['A', 'P'], ['S', 'I']][w]
+}
+
+/// The anatomical plane of the slices at fixed index along voxel axis `axis` of `affine`.
+pub fn plane(affine: &[[f64; 4]; 4], axis: usize) -> &'static str {
+    ["sagittal", "coronal", "axial"][direction(affine, axis).0]
 }
 
 /// Renders `s`, whose voxel spacing is `spacing` (mm along i, j, k), oriented by `affine`.
@@ -165,7 +173,15 @@ pub fn render(s: &Slice, spacing: [f64; 3], affine: &[[f64; 4]; 4]) -> Result<Pi
     }
     let [left, right] = letters(across.0);
     let [top, bottom] = letters(down.0);
-    Ok(Picture { png, width, height, mm_per_px: mm, edges: [left, right, top, bottom], attention: max > 0.0 })
+    Ok(Picture {
+        png,
+        width,
+        height,
+        mm_per_px: mm,
+        edges: [left, right, top, bottom],
+        attention: max > 0.0,
+        map: s.attention.is_some(),
+    })
 }
 
 #[cfg(test)]

@@ -36,28 +36,34 @@ def palette():
         p += [math.floor(q * 255 / (GREYS - 1) + 0.5)] * 3
     for k in range(1, HEATS + 1):
         a = k / HEATS
-        alpha = 0.7 * a
-        heat = [min(max(3 * a, 0.0), 1.0), min(max(3 * a - 1, 0.0), 1.0), min(max(3 * a - 2, 0.0), 1.0)]
+        alpha = 0.3 + 0.5 * a
+        heat = [1.0, 0.9 * a, 0.0]
         for q in range(UNDER):
             g = q / (UNDER - 1)
             p += [math.floor(((1 - alpha) * g + alpha * h) * 255 + 0.5) for h in heat]
     return p + list(CONTOUR)
 
 
-def direction(aff, axis):
-    d = aff[:3, axis]
-    w = int(np.argmax(np.abs(d)))
-    return w, bool(d[w] > 0)
+# Orientation from nibabel's own reading of the affine: aff2axcodes names the direction each
+# voxel axis grows towards (R/L, A/P, S/I). Radiological display: R on the left, A or S on
+# top, so an axis is flipped where its index grows towards R, A or S.
+LATERAL, FRONTAL = "RL", "AP"
 
 
 def render(ct, att, cons, col_axis, row_axis, spacing, aff):
-    """The palette indices of a slice given as (rows, cols) arrays."""
-    cd, rd = direction(aff, col_axis), direction(aff, row_axis)
-    across_is_col = cd[0] <= rd[0]
+    """The palette indices of a slice given as (rows, cols) arrays, and the edge letters."""
+    codes = nib.orientations.aff2axcodes(aff)
+    cc, rc = codes[col_axis], codes[row_axis]
+    rank = lambda c: 0 if c in LATERAL else 1 if c in FRONTAL else 2
+    across_is_col = rank(cc) <= rank(rc)
     if not across_is_col:
         ct, cons = ct.T, cons.T
         att = None if att is None else att.T
-        cd, rd, col_axis, row_axis = rd, cd, row_axis, col_axis
+        cc, rc, col_axis, row_axis = rc, cc, row_axis, col_axis
+    flip_across, flip_down = cc in "RAS", rc in "RAS"
+    opposite = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+    ends = lambda c: (c, opposite[c]) if c in "RAS" else (opposite[c], c)
+    letters = ends(cc) + ends(rc)
     n_down, n_across = ct.shape
     v_across, v_down = spacing[col_axis], spacing[row_axis]
     mm = max(n_across * v_across, n_down * v_down) / SIZE
@@ -68,8 +74,8 @@ def render(ct, att, cons, col_axis, row_axis, spacing, aff):
         k = np.minimum(np.floor((np.arange(count) + 0.5) * mm / v).astype(np.int64), n - 1)
         return n - 1 - k if flip else k
 
-    xs = source(n_across, v_across, cd[1], width)
-    ys = source(n_down, v_down, rd[1], height)
+    xs = source(n_across, v_across, flip_across, width)
+    ys = source(n_down, v_down, flip_down, height)
     g = np.clip((ct[np.ix_(ys, xs)].astype(np.float64) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0.0, 1.0)
     idx = np.floor(g * (GREYS - 1) + 0.5).astype(np.int64)
     if att is not None and att.max() > 0:
@@ -82,12 +88,13 @@ def render(ct, att, cons, col_axis, row_axis, spacing, aff):
     interior = pad[1:-1, :-2] & pad[1:-1, 2:] & pad[:-2, 1:-1] & pad[2:, 1:-1]
     edge = m & ~interior
     idx = np.where(edge, GREYS + HEATS * UNDER, idx)
-    return idx.astype(np.uint8), (width, height)
+    return idx.astype(np.uint8), (width, height), letters
 
 
 html = open(page, encoding="utf-8").read()
 imgs = re.findall(
-    r'<img class="slice" data-case="([^"]+)" data-class="([^"]+)" data-view="(\w+)"[^>]*?src="data:image/png;base64,([^"]+)"',
+    r'<img class="slice" data-case="([^"]+)" data-class="([^"]+)" data-view="(\w+)"[^>]*?src="data:image/png;base64,([^"]+)">'
+    r'<span class="edge l">(\w)</span><span class="edge r">(\w)</span><span class="edge t">(\w)</span><span class="edge b">(\w)</span>',
     html,
 )
 if not imgs:
@@ -96,7 +103,7 @@ metrics = {(r["case_id"], r["class"]): r for r in csv.DictReader(open(os.path.jo
 models = [k[len("volume_ml_"):] for k in next(iter(metrics.values())) if k.startswith("volume_ml_")]
 want_palette = palette()
 checked = 0
-for case, cls, view, data in imgs:
+for case, cls, view, data, *edges in imgs:
     im = Image.open(io.BytesIO(base64.b64decode(data)))
     if im.mode != "P":
         fail(f"{case}/{cls}/{view}: PNG mode {im.mode}, not indexed")
@@ -118,7 +125,9 @@ for case, cls, view, data in imgs:
         probs.append(p.astype(np.float64) / 255.0 if p.dtype == np.uint8 else p.astype(np.float64))
     cons = (np.mean(probs, axis=0) > 0.5).astype(np.uint8)
     row_axis = 1 if view == "axial" else 2
-    want, (w, h) = render(ct, att, cons, 0, row_axis, spacing, aff)
+    want, (w, h), letters = render(ct, att, cons, 0, row_axis, spacing, aff)
+    if tuple(edges) != letters:
+        fail(f"{case}/{cls}/{view}: edge letters {edges}, nibabel's axcodes give {letters}")
     if got.shape != (h, w):
         fail(f"{case}/{cls}/{view}: {got.shape[1]}×{got.shape[0]} pixels, reference {w}×{h}")
     diff = np.argwhere(got != want)
