@@ -121,24 +121,37 @@ fn the_report_shows_every_case_and_pictures_of_the_flagged_ones() {
     assert!(said.contains(&format!("OK {} pictures", pics.len())), "{said}");
 
     // Released mode: binary uint8 maps, every attention voxel at the top heat level — still a
-    // heat colour (not a grey that reads as bone), and the same pixels as numpy's; the page
-    // written elsewhere (--to) links the review files by their absolute paths.
+    // heat colour (not a grey that reads as bone), and the same pixels as numpy's; every case
+    // flagged, two of them stored in another voxel order (nibabel's as_reoriented: axes
+    // exchanged, slices from the other end); the page written elsewhere (--to) links the
+    // review files by their absolute paths.
+    let corpus2 = t.path().join("corpus2");
+    assert!(Command::new("cp").arg("-r").arg(&corpus).arg(&corpus2).status().unwrap().success());
+    for (case, how) in [("BDMAP_00000002", "swapxy"), ("BDMAP_00000004", "flipz")] {
+        let said = util::python_script("reorient_case.py", &[&corpus2.join(case), Path::new(how)]);
+        assert!(said.contains("OK"), "{said}");
+    }
     let released = t.path().join("released.toml");
     std::fs::write(
         &released,
         std::fs::read_to_string(&p)
             .unwrap()
-            .replace("kind = \"attention\"\n", "kind = \"attention\"\nmode = \"released\"\n"),
+            .replace("kind = \"attention\"\n", "kind = \"attention\"\nmode = \"released\"\n")
+            .replace("budget = 0.3", "budget = 1.0"),
     )
     .unwrap();
     let out2 = t.path().join("out-released");
-    assert!(util::run(&released, &corpus, &out2, &[]).status.success());
+    let o = util::run(&released, &corpus2, &out2, &[]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
     let page2 = t.path().join("elsewhere.html");
     let o = util::slabflow(&["report", "--output", out2.to_str().unwrap(), "--to", page2.to_str().unwrap()]);
     assert!(o.status.success(), "{}", util::stderr(&o));
     let html2 = std::fs::read_to_string(&page2).unwrap();
+    assert_eq!(html2.matches("<article class=\"card\"").count(), 9, "every case flagged");
     let pics2 = pictures(&html2);
-    assert!(!pics2.is_empty());
+    for case in ["BDMAP_00000002", "BDMAP_00000004"] {
+        assert!(pics2.iter().any(|p| p.0 == case), "the reoriented {case} has pictures");
+    }
     for (case, class, view, rgb, _, _) in &pics2 {
         let yellow = rgb.chunks(3).filter(|c| c[0] > 200 && c[1] > 150 && c[2] < 120).count();
         assert!(yellow > 0, "{case}/{class}/{view}: the released map's voxels are not drawn as heat");
