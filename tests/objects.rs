@@ -314,6 +314,25 @@ fn outputs_in_a_bucket_equal_a_disk_run_byte_for_byte() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &util::stderr(&o);
     assert!(o.status.success() && out.contains("output:   s3://results/round1") && out.contains("3 done"), "{out}");
 
+    // The report of the bucket output: its cards' pictures, read from the groups in the
+    // bucket, are those of the disk output's report (both pages written beside, so the
+    // outputs compared below stay as they are).
+    let (remote_page, disk_page) = (t.path().join("remote.html"), t.path().join("disk.html"));
+    let mut c = util::bin();
+    c.args(["report", "--output", "s3://results/round1", "--to", remote_page.to_str().unwrap()]);
+    s3.env(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let o = util::slabflow(&["report", "--output", local.to_str().unwrap(), "--to", disk_page.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let pictures = |html: &str| -> Vec<String> {
+        html.split(r#"<img class="slice" "#).skip(1).map(|p| p.split("\">").next().unwrap().to_string()).collect()
+    };
+    let remote = std::fs::read_to_string(&remote_page).unwrap();
+    let disk = pictures(&std::fs::read_to_string(&disk_page).unwrap());
+    assert!(!disk.is_empty() && !remote.contains("could not be made"), "{remote}");
+    assert_eq!(pictures(&remote), disk, "the bucket's pictures are the disk's");
+
     // A new round's prediction for one case: that part of it is redone in the bucket (its
     // groups removed and written again, the stages reading it rerun), equal to a disk run
     // changed the same way.
