@@ -29,3 +29,31 @@ repeat_corpus() {
   fi
   echo "$dir"
 }
+
+# corpus_input ROOT: the `version` line and the [input] section of the synthetic corpus layout
+# (CT, predictions, labels, meta.csv; the three models and nine classes), for a pipeline here.
+corpus_input() {
+  cat <<TOML
+version = 1
+[input]
+root = "$1"
+ct = "{case}/ct.nii.gz"
+prediction = "{case}/predictions/{model}/{class}.nii.gz"
+label = "{case}/segmentations/{class}.nii.gz"
+metadata = "meta.csv"
+models = ["swin_unetr", "nnunet", "unet"]
+classes = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"]
+TOML
+}
+
+# ct_only_pipeline FILE: a pipeline converting the CTs alone ({case}/ct.nii.gz under --input).
+ct_only_pipeline() {
+  cat > "$1" <<TOML
+version = 1
+[input]
+root = "."
+ct = "{case}/ct.nii.gz"
+[output]
+dir = "out"
+TOML
+}

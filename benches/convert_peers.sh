@@ -20,14 +20,7 @@ make_ct() { # slices
   [ -f "$dir/BDMAP_00000001/ct.nii.gz" ] || "$sf" synth --out "$dir" --cases 1 --shape 512 512 "$1" --ct-only 2>/dev/null
   echo "$dir"
 }
-cat > "$work/ct.toml" <<TOML
-version = 1
-[input]
-root = "."
-ct = "{case}/ct.nii.gz"
-[output]
-dir = "out"
-TOML
+ct_only_pipeline "$work/ct.toml"
 
 
 corpus=$(make_ct 300)

@@ -26,14 +26,7 @@ if [ ! -d "$one/BDMAP_00000001" ]; then
   mkdir -p "$one/BDMAP_00000001"
   cp "$corpus/BDMAP_00000001/ct.nii.gz" "$one/BDMAP_00000001/"
 fi
-cat > "$work/convert.toml" <<TOML
-version = 1
-[input]
-root = "."
-ct = "{case}/ct.nii.gz"
-[output]
-dir = "out"
-TOML
+ct_only_pipeline "$work/convert.toml"
 read -r c_wall c_peak c_cpu < <(measure "$repeat" "rm -rf $work/cout" -- "$sf" run "$work/convert.toml" --input "$one" --output "$work/cout")
 read -r c_igzip _ _ _ < <(bash benches/peers/inflate_floor.sh "$one" "$repeat")
 

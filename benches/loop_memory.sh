@@ -8,16 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 work=$root/target/bench-loop
 mkdir -p "$work"
-cat > "$work/loop.toml" <<TOML
-version = 1
-[input]
-root = "."
-ct = "{case}/ct.nii.gz"
-prediction = "{case}/predictions/{model}/{class}.nii.gz"
-label = "{case}/segmentations/{class}.nii.gz"
-metadata = "meta.csv"
-models = ["swin_unetr", "nnunet", "unet"]
-classes = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"]
+{ corpus_input .; cat <<TOML; } > "$work/loop.toml"
 [output]
 dir = "out"
 [[stages]]

@@ -14,16 +14,7 @@ mkdir -p "$work"
 [ -f "$work/base/meta.csv" ] || "$sf" synth --out "$work/base" --cases 64 --shape 96 96 32 2>/dev/null
 corpus=$(repeat_corpus "$work/base" "$cases" "$work/corpus-$cases")
 pipeline() { # OUT BUDGET
-  cat > "$work/pipeline.toml" <<TOML
-version = 1
-[input]
-root = "corpus"
-ct = "{case}/ct.nii.gz"
-prediction = "{case}/predictions/{model}/{class}.nii.gz"
-label = "{case}/segmentations/{class}.nii.gz"
-metadata = "meta.csv"
-models = ["swin_unetr", "nnunet", "unet"]
-classes = ["spleen", "kidney_right", "kidney_left", "gall_bladder", "liver", "stomach", "aorta", "postcava", "pancreas"]
+  { corpus_input corpus; cat <<TOML; } > "$work/pipeline.toml"
 [output]
 dir = "$1"
 [[stages]]

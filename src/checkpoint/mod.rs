@@ -256,7 +256,7 @@ impl Manifest {
                 return changed(
                     "the same [input], [output] and slab_depth mean another output to this build of slabflow \
                      than to the one that began the run: a default changed (output.codec is \"auto\" by \
-                     default since 4d9044c; add codec = \"blosc-zstd\" to [output] to go on with the chunks \
+                     default now; add codec = \"blosc-zstd\" to [output] to go on with the chunks \
                      written before)"
                         .into(),
                 );

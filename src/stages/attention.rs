@@ -367,14 +367,13 @@ pub fn start(c: &AttentionConfig, ctx: &CaseContext) -> Result<Box<dyn SlabStage
 }
 
 /// The paper's attention (Eq. 1–4) of every class on `slab`, its z-slices in parallel: for each
-/// voxel where some model's p is not 0 (elsewhere attention is 0), `put(out, class, i, att)`
-/// with `out` the slice's entry of `outs` (one per slice) and `i` the voxel's index in the
-/// slice. Returns the per-class sums, added in slice order.
+/// voxel where some model's p is not 0 (elsewhere attention is 0), `put(out, class, y, x, att)`
+/// with `out` the slice's entry of `outs` (one per slice) and `(x, y)` the voxel in the slice. Returns the per-class sums, added in slice order.
 pub(super) fn paper_slab<O: Send>(
     slab: &CaseSlab,
     ent: &[f64; 256],
     outs: Vec<O>,
-    put: impl Fn(&mut O, usize, usize, f64) + Sync,
+    put: impl Fn(&mut O, usize, usize, usize, f64) + Sync,
 ) -> Result<Vec<Sums>, String> {
     let (nx, ny) = (slab.layout.shape[0], slab.layout.shape[1]);
     let (models, classes) = (slab.layout.models.len(), slab.layout.classes.len());
@@ -395,7 +394,7 @@ pub(super) fn paper_slab<O: Send>(
                     t.uncertainty += v.unc;
                     t.overlap += v.model_overlap as u64;
                     t.consensus += v.consensus as u64;
-                    put(&mut out, c, y * nx + x, att);
+                    put(&mut out, c, y, x, att);
                 })?;
             }
             Ok(sums)
@@ -501,9 +500,10 @@ impl SlabStage for PaperStage {
                 }
             }
         }
-        let sums = paper_slab(slab, &self.ent, per_slice, |o, c, i, att| {
+        let sums = paper_slab(slab, &self.ent, per_slice, |o, c, y, x, att| {
             let SlicePieces { maps, above, touched, dirty, rows } = o;
-            rows[c * ny + i / nx] += att;
+            rows[c * ny + y] += att;
+            let i = y * nx + x;
             if write {
                 // Voxels come in index order: the span grows at its end.
                 if !touched[c] {
@@ -518,7 +518,7 @@ impl SlabStage for PaperStage {
             if att > threshold
                 && let Some(Some(bits)) = above.get_mut(c)
             {
-                bits.set(i % nx, i / nx);
+                bits.set(x, y);
             }
         })?;
         add(&mut self.sums, &sums);

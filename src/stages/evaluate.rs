@@ -159,9 +159,9 @@ impl EvaluateStage {
                 }
             }
         }
-        let threshold = self.config.threshold;
-        paper_slab(slab, &self.ent, outs, |out, c, i, att| {
-            if let Some(v) = out[c].get_mut(i) {
+        let (threshold, nx) = (self.config.threshold, slab.layout.shape[0]);
+        paper_slab(slab, &self.ent, outs, |out, c, y, x, att| {
+            if let Some(v) = out[c].get_mut(y * nx + x) {
                 *v = (att > threshold) as u8;
             }
         })?;
