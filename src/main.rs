@@ -18,15 +18,15 @@
 /// with the lowest peaks; unprefixed (Cargo.toml), it also serves blosc's and zstd's C
 /// allocations. The stages keep their large buffers from slab to slab as well (released mode
 /// then: 468 / 480 / 478 MiB), so the allocator sees little churn, and the memory budget has
-/// jemalloc return freed pages when a case would otherwise pass the limit with them
-/// ([`purge_allocator`]).
+/// jemalloc return freed pages when a case would otherwise pass the limit with them, or when
+/// jemalloc keeps more than the budget counts ([`purge_allocator`]).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start: freed pages stay with jemalloc (no time-based decay)
 /// until the memory budget needs them back ([`purge_allocator`], when a reservation would
-/// otherwise pass the limit with them). Decay returned and re-faulted pages all the time: on
+/// otherwise pass the limit with them, or the process holds more than the budget counts). Decay returned and re-faulted pages all the time: on
 /// 16 full-size cases (two at a time) it cost 18–20 s of system time against 12–16 s without,
 /// and 7 % of wall time. `MALLOC_CONF` in the environment still overrides.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
@@ -44,8 +44,8 @@ struct MallocConf(*const std::ffi::c_char);
 unsafe impl Sync for MallocConf {}
 
 /// Returns every arena's dirty pages to the OS (`arena.<MALLCTL_ARENAS_ALL>.purge`): run by the
-/// memory budget before a reservation would pass the limit with pages that ended cases freed
-/// (`slabflow::pipeline::budget`).
+/// memory budget before a reservation would pass the limit with pages that ended cases freed,
+/// or when the process holds more than the budget counts (`slabflow::pipeline::budget`).
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 fn purge_allocator() {
     // SAFETY: a documented mallctl taking no value (null old/new pointers, length 0).

@@ -360,7 +360,9 @@ impl ImageWriter {
             let mut padded = Vec::with_capacity(full);
             padded.extend_from_slice(data);
             padded.resize(full, fill);
-            self.array.store_chunk_opt(&chunk, padded, &opts)
+            // Lent, not given: zarrs copies a given Vec<T> of multi-byte elements into a new
+            // Vec<u8> (their alignments differ), a second chunk-sized allocation and copy.
+            self.array.store_chunk_opt(&chunk, &padded[..], &opts)
         };
         r.map_err(|e| zerr(&self.dir, e))
     }
