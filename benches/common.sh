@@ -15,7 +15,8 @@ measure() { "$py" "$root/benches/peers/measure.py" "$@"; }
 # repeat_corpus BASE N DIR: a corpus of N cases in DIR cycling through BASE's cases under new
 # ids (directory symlinks; a case's cost does not depend on its id); prints DIR.
 repeat_corpus() {
-  local base=$1 n=$2 dir=$3 ids=() id ds
+  local base n=$2 dir=$3 ids=() id ds
+  base=$(realpath "$1")   # the links must not depend on where they are read from
   while IFS=, read -r id ds; do [ "$id" = case_id ] || ids+=("$id,$ds"); done < "$base/meta.csv"
   if [ ! -f "$dir/meta.csv" ]; then
     rm -rf "$dir"; mkdir -p "$dir"

@@ -2,7 +2,8 @@
 
 usage: measure.py REPEAT SETUP_CMD -- CMD...
 SETUP_CMD (a shell string, may be ':') runs before each repetition, unmeasured (e.g. removing
-the previous output). Peak RSS is the child's own ru_maxrss from wait4, so each repetition is
+the previous output). `{rep}` in CMD's arguments becomes the repetition's number, for a fresh
+output directory each time. Peak RSS is the child's own ru_maxrss from wait4, so each repetition is
 measured alone. Output: one line "<median seconds> <peak bytes>", and with MEASURE_CPU=1 a
 third field: the median CPU seconds (user + system) of the child.
 """
@@ -16,10 +17,11 @@ repeat = int(sys.argv[1])
 setup = sys.argv[2]
 cmd = sys.argv[sys.argv.index("--") + 1:]
 walls, peaks, cpus = [], [], []
-for _ in range(repeat):
+for rep in range(repeat):
     subprocess.run(setup, shell=True, check=True)
+    args = [a.replace("{rep}", str(rep)) for a in cmd]
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(p.pid, 0)
     walls.append(time.perf_counter() - t)
     peaks.append(usage.ru_maxrss * 1024)
