@@ -24,15 +24,35 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read at its start: freed pages stay with jemalloc (no time-based decay)
-/// until the memory budget needs them back ([`purge_allocator`], when a reservation would
-/// otherwise pass the limit with them, or the process holds more than the budget counts). Decay returned and re-faulted pages all the time: on
-/// 16 full-size cases (two at a time) it cost 18–20 s of system time against 12–16 s without,
-/// and 7 % of wall time. `MALLOC_CONF` in the environment still overrides.
+/// jemalloc's options, read at its start. Freed pages stay with jemalloc for a few seconds
+/// (`dirty_decay_ms:5000`), so a worker's next case reuses the pages its last case freed
+/// instead of faulting them in anew, and what fragmentation leaves unused goes back to the OS
+/// (`muzzy_decay_ms:0`: returned with `MADV_DONTNEED`, not left resident with `MADV_FREE`).
+/// All sizes stay in the thread's own arena (`oversize_threshold:0`): by default buffers over
+/// 8 MiB (most slabs) go to one shared arena that jemalloc purges eagerly whenever decay is on,
+/// and every case faulted its slabs in again. Measured on 8 full-size cases of the contract
+/// pipeline, two at a time (benches/README.md, "The inflate floor"):
+///
+/// | jemalloc options | page faults | peak |
+/// |---|---|---|
+/// | defaults (10 s decay; eager for the over-8-MiB arena) | 1.10–1.17 M | 1039–1063 MiB |
+/// | no decay at all (`-1`), the budget purging when needed | 0.31 M | 1207–1230 MiB |
+/// | these | 0.34–0.38 M | 1111–1170 MiB |
+///
+/// Without decay, the pages fragmentation left unused stayed until the budget purged: on
+/// corpora of 48-slice cases the peak rose by 13 % from 4 cases to 32 before settling; with
+/// decay it stays within 8 %. The budget still purges every arena when a
+/// reservation would pass the limit with pages freed in the last seconds ([`purge_allocator`]).
+/// The cost: the decay, purging inline at allocations, also returns some of the buffers a
+/// single thread frees and allocates again a moment later, as review's export does slab after
+/// slab (one 768-slice case in paper mode: 8.3 M page faults and 24.4 s, against 3.7 M and
+/// 17.1 s without decay). jemalloc's background threads (`background_thread:true`) avoided
+/// that but raised short runs' peaks by up to 110 MiB. `MALLOC_CONF` in the environment still
+/// overrides.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[unsafe(no_mangle)]
 #[used]
-static malloc_conf: MallocConf = MallocConf(c"dirty_decay_ms:-1,muzzy_decay_ms:-1".as_ptr());
+static malloc_conf: MallocConf = MallocConf(c"dirty_decay_ms:5000,muzzy_decay_ms:0,oversize_threshold:0".as_ptr());
 
 /// A C string jemalloc reads once; never written.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]

@@ -151,8 +151,8 @@ impl MemoryBudget {
 static RELEASE: OnceLock<fn()> = OnceLock::new();
 
 /// Registers how to hand memory the process freed back to the operating system (the binary's
-/// allocator: `slabflow` purges jemalloc's dirty pages, which it otherwise keeps). Without
-/// one, freed memory is assumed returned at once.
+/// allocator: `slabflow` purges jemalloc's dirty pages, which it otherwise keeps for
+/// seconds). Without one, freed memory is assumed returned at once.
 pub fn set_memory_release(release: fn()) {
     let _ = RELEASE.set(release);
 }
