@@ -43,12 +43,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// corpora of 48-slice cases the peak rose by 13 % from 4 cases to 32 before settling; with
 /// decay it stays within 8 %. The budget still purges every arena when a
 /// reservation would pass the limit with pages freed in the last seconds ([`purge_allocator`]).
-/// The cost: the decay, purging inline at allocations, also returns some of the buffers a
-/// single thread frees and allocates again a moment later, as review's export does slab after
-/// slab (one 768-slice case in paper mode: 8.3 M page faults and 24.4 s, against 3.7 M and
-/// 17.1 s without decay). jemalloc's background threads (`background_thread:true`) avoided
-/// that but raised short runs' peaks by up to 110 MiB. `MALLOC_CONF` in the environment still
-/// overrides.
+/// The decay purges inline, at allocations, and so also returns some of the buffers a thread
+/// frees and allocates again a moment later: loops over a volume's chunks keep their buffers
+/// (`zarr::read::chunk_into`; review's export of one 768-slice case took 24.4 s and 8.3 M page
+/// faults with a new buffer per chunk, 17.3 s and 3.7 M with kept ones, as without decay).
+/// jemalloc's background threads (`background_thread:true`) purge on schedule instead, but
+/// raised short runs' peaks by up to 110 MiB. `MALLOC_CONF` in the environment still overrides.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
 #[unsafe(no_mangle)]
 #[used]

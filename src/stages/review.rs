@@ -27,9 +27,9 @@ use super::Finished;
 use super::rank::RankRow;
 use super::{CaseSlab, Layout, ProbDecoder, StageConfig, StageKind, parse_table, require_predictions};
 use crate::input::InputConfig;
-use crate::nifti::{DataType, VolumeWriter};
+use crate::nifti::{DataType, VolumeWriter, Voxels};
 use crate::with_voxels;
-use crate::zarr::read::{CaseGroup, chunk};
+use crate::zarr::read::{CaseGroup, chunk_into};
 
 pub const KIND: StageKind = StageKind {
     kind: "review",
@@ -73,7 +73,10 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
     let depth = slab_depth.min(nz).max(1);
     let classes = &input.classes;
 
-    // Heatmaps: a pass for the maximum, a pass to write.
+    // Heatmaps: a pass for the maximum, a pass to write. Buffers are kept from chunk to chunk
+    // (zarr::read::chunk_into).
+    let mut voxels = Voxels::empty(DataType::U8);
+    let mut bytes = Vec::new();
     for class in classes {
         let image = format!("attention/{class}");
         let Ok(a) = store.array(&format!("{image}/0")) else { continue }; // write_maps = false
@@ -82,7 +85,8 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
         let mut max = 0.0f64;
         for i in 0..slabs {
             let n = depth.min(nz - i * depth) * nxy;
-            with_voxels!(&chunk(&a, dt, i as u64, n)?, d => {
+            chunk_into(&a, dt, i as u64, n, &mut voxels)?;
+            with_voxels!(&voxels, d => {
                 for &v in d.iter() {
                     max = max.max(v as f64);
                 }
@@ -92,9 +96,11 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
         let mut w = VolumeWriter::create(&path, &u8_header, 1).map_err(|e| e.to_string())?;
         for i in 0..slabs {
             let n = depth.min(nz - i * depth) * nxy;
-            let mut bytes = vec![0u8; n];
+            bytes.clear();
+            bytes.resize(n, 0u8);
             if max > 0.0 {
-                with_voxels!(&chunk(&a, dt, i as u64, n)?, d => {
+                chunk_into(&a, dt, i as u64, n, &mut voxels)?;
+                with_voxels!(&voxels, d => {
                     for (b, &v) in bytes.iter_mut().zip(d.iter()) {
                         *b = (v as f64 / max * 255.0) as u8;
                     }
@@ -136,11 +142,16 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
     let path = dir.join("pseudo_labels.nii.gz");
     let mut w = VolumeWriter::create(&path, &u8_header, 1).map_err(|e| e.to_string())?;
     let mut mask = Vec::new();
+    let mut volumes: Vec<Voxels> = arrays.iter().map(|(_, dt)| Voxels::empty(*dt)).collect();
+    let mut ids = Vec::new();
     for (i, z0) in (0..nz).step_by(depth).enumerate() {
         let n = depth.min(nz - z0) * nxy;
-        let volumes = arrays.iter().map(|(a, dt)| chunk(a, *dt, i as u64, n)).collect::<Result<Vec<_>, _>>()?;
+        for ((a, dt), v) in arrays.iter().zip(&mut volumes) {
+            chunk_into(a, *dt, i as u64, n, v)?;
+        }
         let slab = CaseSlab::new(z0, n / nxy, &volumes, &layout);
-        let mut ids = vec![0u8; n];
+        ids.clear();
+        ids.resize(n, 0u8);
         for c in (0..classes.len()).rev() {
             mask.resize(n, 0);
             super::prob::consensus(&slab, c, 0..n, &mut mask)?;
