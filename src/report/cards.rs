@@ -17,7 +17,7 @@ use crate::input::InputConfig;
 use crate::nifti::{DataType, Voxels};
 use crate::stages::{CaseSlab, Layout, ProbDecoder};
 use crate::with_voxels;
-use crate::zarr::read::{CaseGroup, ZArray, chunk, chunk_depth};
+use crate::zarr::read::{CaseGroup, ZArray, chunk_depth, chunk_into};
 
 /// One class of a card: its two pictures.
 pub struct ClassViews {
@@ -104,15 +104,27 @@ pub fn case_views(
     let mut axial: Vec<Slice> = arrays.iter().map(|a| empty(nx, ny, 1, a.attention.is_some())).collect();
     let mut coronal: Vec<Slice> = arrays.iter().map(|a| empty(nx, nz, 2, a.attention.is_some())).collect();
     let mut mask = Vec::new();
+    // Chunk buffers kept from chunk to chunk (zarr::read::chunk_into).
+    let mut ct_chunk = Voxels::empty(ct_dt);
+    let mut att = Voxels::empty(DataType::F32);
+    let mut preds: Vec<Voxels> = Vec::new();
     for i in 0..nz.div_ceil(depth) {
         let z0 = i * depth;
         let n = depth.min(nz - z0) * nxy;
-        let ct_chunk = chunk(&ct, ct_dt, i as u64, n).map_err(|e| format!("{}/ct/0: {e}", dir.display()))?;
+        chunk_into(&ct, ct_dt, i as u64, n, &mut ct_chunk).map_err(|e| format!("{}/ct/0: {e}", dir.display()))?;
         for (k, (&(_, pz, py), a)) in classes.iter().zip(&arrays).enumerate() {
             let wants_axial = (z0..z0 + n / nxy).contains(&pz);
-            let read = |(arr, dt): &(ZArray, DataType)| chunk(arr, *dt, i as u64, n);
-            let att = a.attention.as_ref().map(read).transpose()?;
-            let preds = a.predictions.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+            let att = match &a.attention {
+                Some((arr, dt)) => {
+                    chunk_into(arr, *dt, i as u64, n, &mut att)?;
+                    Some(&att)
+                }
+                None => None,
+            };
+            preds.resize_with(a.predictions.len(), || Voxels::empty(DataType::U8));
+            for ((arr, dt), v) in a.predictions.iter().zip(&mut preds) {
+                chunk_into(arr, *dt, i as u64, n, v)?;
+            }
             let slab = CaseSlab::new(z0, n / nxy, &preds, &a.layout);
             let mut take = |s: &mut Slice, range: std::ops::Range<usize>| -> Result<(), String> {
                 to_f64(&ct_chunk, range.clone(), &mut s.ct);

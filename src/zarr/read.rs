@@ -1,8 +1,8 @@
 //! Reading a case's images back, chunk by chunk (the review exports and the report's cards).
 //!
-//! Invariants: nothing here reads more than one chunk of one array per call, so callers hold
-//! as many chunks as they ask for and memory never depends on a volume's length; a missing
-//! array is an error that names its path within the group.
+//! Invariants: nothing here reads more than one chunk of one array per call, into a buffer the
+//! caller keeps, so callers hold as many chunks as they ask for and memory never depends on a
+//! volume's length; a missing array is an error that names its path within the group.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,18 +42,11 @@ impl CaseGroup {
 }
 
 /// Chunk `i` of an image's array `0` (the slab of slices i·depth…), cut to `n` voxels (the
-/// last chunk is padded to the whole depth).
-pub fn chunk(a: &ZArray, dt: DataType, i: u64, n: usize) -> Result<Voxels, String> {
-    let mut v = Voxels::empty(dt);
-    chunk_into(a, dt, i, n, &mut v)?;
-    Ok(v)
-}
-
-/// [`chunk`], decoded into `into`'s allocation. A loop over a volume's chunks that keeps its
-/// buffers hands the allocator no new slab-sized block per chunk: `retrieve_chunk` copied each
-/// decoded chunk into a new `Vec`, and jemalloc's decay returned some of them to the OS between
-/// chunks, so each was faulted in again (review's export of one 768-slice case: 78 % of its
-/// 8.3 M page faults).
+/// last chunk is padded to the whole depth), decoded into `into`'s allocation. A loop over a
+/// volume's chunks that keeps its buffers hands the allocator no new slab-sized block per
+/// chunk: zarrs' `retrieve_chunk` copied each decoded chunk into a new `Vec`, jemalloc's decay
+/// returned some of them to the OS between chunks, and each was faulted in again (review's
+/// export of one 768-slice case: 78 % of its 8.3 M page faults).
 pub fn chunk_into(a: &ZArray, dt: DataType, i: u64, n: usize, into: &mut Voxels) -> Result<(), String> {
     let at = [i, 0, 0];
     let err = |e: &dyn std::fmt::Display| format!("chunk {i}: {e}");
