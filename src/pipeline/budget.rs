@@ -6,8 +6,9 @@
 //! the reservations plus the memory ended cases freed that the allocator may still keep
 //! resident (`kept`). Before a reservation would pass the limit with it, the allocator is made
 //! to return freed memory to the operating system ([`set_memory_release`]). So a run's
-//! resident memory stays under the limit without paying for a release (and the page faults
-//! after it) at every case.
+//! resident memory stays under the limit as far as the model holds (a miss is corrected at
+//! the next reservation, below), without paying for a release (and the page faults after it)
+//! at every case.
 //!
 //! `kept` is a model, per worker thread (the thread that reserved): a case's threads allocate
 //! from its worker thread's allocator arena ([`crate::pipeline::flow::set_thread_arena`]), so

@@ -490,7 +490,7 @@ impl Progress {
         let (peak, reserved) = (human_bytes(o.peak), human_bytes(o.reserved));
         let with = if workers > 1 { " (with the cases running beside it)" } else { "" };
         let msg = format!(
-            "Peak memory {peak} went over the {reserved} reserved while this case ran{with}: memory_limit is a plan that did not hold here; leave headroom or lower slab_depth, and please report it with the case's shape."
+            "Peak memory {peak} went over the {reserved} held while this case ran{with} (reserved, or freed by ended cases and not yet returned): memory_limit is a plan that did not hold here; leave headroom or lower slab_depth, and please report it with the case's shape."
         );
         match &self.bar {
             Some(b) => b.suspend(|| tracing::warn!(case = %c.id, peak = o.peak, reserved = o.reserved, "{msg}")),

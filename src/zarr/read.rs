@@ -42,11 +42,12 @@ impl CaseGroup {
 }
 
 /// Chunk `i` of an image's array `0` (the slab of slices i·depth…), cut to `n` voxels (the
-/// last chunk is padded to the whole depth), decoded into `into`'s allocation. A loop over a
-/// volume's chunks that keeps its buffers hands the allocator no new slab-sized block per
-/// chunk: zarrs' `retrieve_chunk` copied each decoded chunk into a new `Vec`, jemalloc's decay
-/// returned some of them to the OS between chunks, and each was faulted in again (review's
-/// export of one 768-slice case: 78 % of its 8.3 M page faults).
+/// last chunk is padded to the whole depth), decoded into `into`'s allocation; an array whose
+/// element type is not `dt` is an error. zarrs' `retrieve_chunk` copied each decoded chunk into
+/// a new `Vec`, jemalloc's decay returned some of them to the OS between chunks, and each was
+/// faulted in again (review's export of one 768-slice case: 78 % of its 8.3 M page faults). A
+/// loop that keeps `into` saves that copy's block; zarrs still allocates the encoded bytes and
+/// the decompressed ones (or a fill-value chunk, for a chunk never written).
 pub fn chunk_into(a: &ZArray, dt: DataType, i: u64, n: usize, into: &mut Voxels) -> Result<(), String> {
     let at = [i, 0, 0];
     let err = |e: &dyn std::fmt::Display| format!("chunk {i}: {e}");
@@ -55,6 +56,8 @@ pub fn chunk_into(a: &ZArray, dt: DataType, i: u64, n: usize, into: &mut Voxels)
     if into.datatype() != dt {
         *into = Voxels::empty(dt);
     }
+    // As `retrieve_chunk::<Vec<T>>` checked: the bytes are read as `dt`'s elements below.
+    with_voxels!(&*into, v => element_type_is(v, a.data_type())).map_err(|e| err(&e))?;
     // Only the first chunk, and the one after a short last chunk, grow the buffer.
     let bytes = into.fill_bytes(subset.num_elements_usize());
     // SAFETY: the one view of `bytes`, which stays borrowed until the chunk is decoded.
@@ -76,4 +79,13 @@ pub fn chunk_into(a: &ZArray, dt: DataType, i: u64, n: usize, into: &mut Voxels)
 pub fn chunk_depth(a: &ZArray) -> Result<usize, String> {
     let shape = a.chunk_shape(&[0, 0, 0]).map_err(|e| e.to_string())?;
     Ok(shape[0].get() as usize)
+}
+
+/// Whether an array of `data_type` holds elements of type `T` (the check zarrs makes when it
+/// decodes into a `Vec<T>`).
+fn element_type_is<T: zarrs::array::Element>(
+    _: &[T],
+    data_type: &zarrs::array::DataType,
+) -> Result<(), zarrs::array::ElementError> {
+    T::validate_data_type(data_type)
 }
