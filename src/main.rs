@@ -41,8 +41,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///
 /// Without decay, the pages fragmentation left unused stayed until the budget purged: on
 /// corpora of 48-slice cases the peak rose by 13 % from 4 cases to 32 before settling; with
-/// decay it stays within 8 %. The budget still purges every arena when a
-/// reservation would pass the limit with pages freed in the last seconds ([`purge_allocator`]).
+/// decay it stays within 8 %. The budget still purges every arena when a reservation would
+/// pass the limit with pages freed in the last seconds ([`purge_allocator`]).
 /// The decay purges inline, at allocations, and so also returns some of the buffers a thread
 /// frees and allocates again a moment later: loops over a volume's chunks keep their buffers
 /// (`zarr::read::chunk_into`; review's export of one 768-slice case took 24.4 s and 8.3 M page

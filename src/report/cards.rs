@@ -106,7 +106,7 @@ pub fn case_views(
     let mut mask = Vec::new();
     // Chunk buffers kept from chunk to chunk (zarr::read::chunk_into).
     let mut ct_chunk = Voxels::empty(ct_dt);
-    let mut att = Voxels::empty(DataType::F32);
+    let mut att_chunk = Voxels::empty(DataType::F32);
     let mut preds: Vec<Voxels> = Vec::new();
     for i in 0..nz.div_ceil(depth) {
         let z0 = i * depth;
@@ -116,8 +116,8 @@ pub fn case_views(
             let wants_axial = (z0..z0 + n / nxy).contains(&pz);
             let att = match &a.attention {
                 Some((arr, dt)) => {
-                    chunk_into(arr, *dt, i as u64, n, &mut att)?;
-                    Some(&att)
+                    chunk_into(arr, *dt, i as u64, n, &mut att_chunk)?;
+                    Some(&att_chunk)
                 }
                 None => None,
             };

@@ -97,14 +97,12 @@ fn export_case(input: &InputConfig, slab_depth: usize, out: &Path, case: &str, d
         for i in 0..slabs {
             let n = depth.min(nz - i * depth) * nxy;
             bytes.clear();
-            bytes.resize(n, 0u8);
             if max > 0.0 {
+                // Every byte written from the chunk's n voxels: no zeroing first.
                 chunk_into(&a, dt, i as u64, n, &mut voxels)?;
-                with_voxels!(&voxels, d => {
-                    for (b, &v) in bytes.iter_mut().zip(d.iter()) {
-                        *b = (v as f64 / max * 255.0) as u8;
-                    }
-                });
+                with_voxels!(&voxels, d => bytes.extend(d.iter().map(|&v| (v as f64 / max * 255.0) as u8)));
+            } else {
+                bytes.resize(n, 0u8);
             }
             for s in bytes.chunks(nxy) {
                 w.write_slice(s).map_err(|e| e.to_string())?;
